@@ -1,0 +1,341 @@
+"""kiln-build's options.
+
+This is the only module that knows about oslo.config. :func:`load` parses the
+command line and config files once and returns a :class:`BuildSettings` of
+plain values; nothing below the CLI ever reads global configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oslo_config import cfg
+
+from builder.exceptions import ConfigError
+from builder.naming import ImageNaming
+
+PROJECT = "kiln"
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Names the render context defines itself; a template variable may not shadow them.
+RESERVED_TEMPLATE_VARS = frozenset({
+    "image_name", "namespace", "image_prefix", "tag", "registry", "image_ref",
+    "parent_template", "env",
+})
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kiln", "templates")
+
+
+_cli_opts = [
+    cfg.MultiStrOpt("regex", positional=True, required=False, default=[],
+                    help="Build only images whose name matches one of these "
+                         "regular expressions (re.search)."),
+    cfg.MultiStrOpt("profile", short="p", default=[],
+                    help="Build the images of a profile defined in the "
+                         "[profiles] section. Repeatable."),
+    cfg.MultiStrOpt("exclude", short="e", default=[],
+                    help="Never build images whose name matches this regular "
+                         "expression; they are expected to exist already. "
+                         "Repeatable."),
+    cfg.StrOpt("templates-dir",
+               help="Template set used as the bottom layer instead of the "
+                    "built-in templates/ (for example Kolla's docker/ tree)."),
+    cfg.MultiStrOpt("docker-dir", default=[],
+                    help="A template layer above the built-in set; the "
+                         "topmost layer's file wins for each relative path. "
+                         "Repeatable, lowest first."),
+    cfg.MultiStrOpt("template-override", default=[],
+                    help="A Jinja2 file that extends parent_template and "
+                         "overrides blocks or <image>_<list>_append/_remove/"
+                         "_override variables. Repeatable; later files win."),
+    cfg.BoolOpt("template-only", default=False,
+                help="Render the selected images into the work dir and stop."),
+    cfg.StrOpt("work-dir",
+               help="Where build contexts are rendered. Default: a new "
+                    "temporary directory."),
+    cfg.StrOpt("namespace", default="kiln",
+               help="The namespace of image references (<registry>/"
+                    "<namespace>/<prefix><name>:<tag>); also selects "
+                    "Dockerfile.<namespace>.j2 variants."),
+    cfg.StrOpt("registry", default="",
+               help="Registry host[:port] of image references; none when "
+                    "empty."),
+    cfg.StrOpt("image-name-prefix", default="",
+               help="Prefix of every image name in references."),
+    cfg.StrOpt("tag", default="latest", help="Tag of the built images."),
+    cfg.BoolOpt("list-images", default=False,
+                help="Print the selected images in a valid build order."),
+    cfg.BoolOpt("list-dependencies", default=False,
+                help="Print the dependency graph of the selected images as "
+                     "JSON."),
+    cfg.StrOpt("save-dependency",
+               help="Write the dependency graph as Graphviz DOT to this file "
+                    "(.svg or .png are rendered with dot)."),
+    cfg.StrOpt("format", default="text", choices=["text", "json"],
+               help="Output format of listings and the summary."),
+    cfg.StrOpt("summary-json-file",
+               help="Also write the JSON summary of the run to this file."),
+    cfg.BoolOpt("skip-parents", default=False,
+                help="Do not build images that are selected only because a "
+                     "requested image descends from them."),
+    cfg.BoolOpt("skip-existing", default=False,
+                help="Do not build selected images whose reference already "
+                     "exists in the engine."),
+    cfg.BoolOpt("debug", short="d", default=False,
+                help="Verbose output, and tracebacks on errors."),
+    cfg.MultiStrOpt("template-var", default=[],
+                    help="A template variable KEY=VALUE; overrides the "
+                         "[template_vars] section. Repeatable."),
+    cfg.ListOpt("template-env", default=[],
+                help="Names of process environment variables that templates "
+                     "may read as env.NAME. No other variable is exposed."),
+    cfg.StrOpt("template-cache-dir", default=_default_cache_dir(),
+               sample_default="$XDG_CACHE_HOME/kiln/templates",
+               help="Where compiled templates are kept between runs (entries "
+                    "are checked against the template source). Empty: no "
+                    "cache."),
+    cfg.StrOpt("undefined", default="strict", choices=["strict", "lenient"],
+               help="strict: using an undefined template variable is an "
+                    "error; lenient: it renders as an empty string."),
+]
+
+# Sections whose keys the user chooses: an option is registered for each key
+# found in the config files. (OptGroup objects keep their options, so each
+# ConfigOpts gets new ones.)
+_FREE_FORM_GROUPS = {
+    "profiles": ("Named lists of image regular expressions, used with "
+                 "--profile. Each key is a profile, e.g. "
+                 "'infra = base, python-base'.", cfg.ListOpt),
+    "template_vars": ("Variables given to every template, e.g. "
+                      "'base_image = debian'. --template-var KEY=VALUE "
+                      "overrides them.", cfg.StrOpt),
+}
+
+
+def _free_form_groups() -> list[cfg.OptGroup]:
+    return [cfg.OptGroup(name, help=help_text)
+            for name, (help_text, _) in _FREE_FORM_GROUPS.items()]
+
+
+def list_opts():
+    """Entry point for oslo-config-generator."""
+    return [(None, _cli_opts)] + [(group, []) for group in _free_form_groups()]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the run should produce besides (or instead of) building."""
+
+    template_only: bool = False
+    list_images: bool = False
+    list_dependencies: bool = False
+    save_dependency: Path | None = None
+    format: str = "text"
+    summary_json_file: Path | None = None
+
+    @property
+    def stops_before_build(self) -> bool:
+        return (self.template_only or self.list_images
+                or self.list_dependencies or self.save_dependency is not None)
+
+
+@dataclass(frozen=True)
+class SelectionCriteria:
+    regexes: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    profile_defs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    skip_parents: bool = False
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    templates_dir: Path = BUILTIN_TEMPLATES
+    docker_dirs: tuple[Path, ...] = ()
+    overrides: tuple[Path, ...] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    strict_undefined: bool = True
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    naming: ImageNaming
+    templates: TemplateSettings
+    selection: SelectionCriteria
+    outputs: Outputs
+    work_dir: Path | None = None
+    skip_existing: bool = False
+    debug: bool = False
+
+
+def new_config() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    conf.register_cli_opts(_cli_opts)
+    for group in _free_form_groups():
+        conf.register_group(group)
+    return conf
+
+
+def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
+    """Parse ``argv`` and config files into settings.
+
+    Usage errors (unknown flag, bad choice on the command line) exit through
+    argparse with status 2, as every CLI does; everything else is a
+    :class:`ConfigError`.
+    """
+    conf = new_config()
+    try:
+        _parse(conf, argv, prog)
+        _register_free_form_keys(conf)
+        return _settings(conf)
+    except cfg.Error as exc:
+        raise ConfigError(_describe_oslo_error(exc)) from exc
+    except ValueError as exc:  # a bad value found when an option is read
+        raise ConfigError(f"bad option value: {exc}") from exc
+
+
+def _parse(conf: cfg.ConfigOpts, argv: Sequence[str], prog: str) -> None:
+    """Parse; argparse's and oslo.config's exits become one ConfigError line."""
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            conf(list(argv), project=PROJECT, prog=prog)
+    except SystemExit as exc:
+        if not exc.code:  # --help, --version
+            raise
+        lines = [line for line in errors.getvalue().splitlines() if line.strip()]
+        message = lines[-1] if lines else "invalid command line"
+        message = message.removeprefix(f"{prog}: error: ")
+        raise ConfigError(f"{message} (see {prog} --help)") from None
+
+
+def _describe_oslo_error(exc: cfg.Error) -> str:
+    text = str(exc)
+    return text if text else exc.__class__.__name__
+
+
+def _config_files(conf: cfg.ConfigOpts) -> list[str]:
+    files = list(conf.config_file or [])
+    for directory in conf.config_dir or []:
+        files.extend(sorted(glob.glob(os.path.join(directory, "*.conf"))))
+    return files
+
+
+def _register_free_form_keys(conf: cfg.ConfigOpts) -> None:
+    for path in _config_files(conf):
+        sections: dict[str, dict] = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError) as exc:
+            raise ConfigError(f"cannot read config file: {exc}",
+                              path=path) from exc
+        for group, (_, opt_type) in _FREE_FORM_GROUPS.items():
+            for key in sections.get(group, {}):
+                if key not in conf[group]:
+                    conf.register_opt(opt_type(key), group=group)
+
+
+def _group_values(conf: cfg.ConfigOpts, group: str) -> dict:
+    section = conf[group]
+    return {key: section[key] for key in sorted(section)}
+
+
+def _settings(conf: cfg.ConfigOpts) -> BuildSettings:
+    naming = ImageNaming(registry=conf.registry.strip("/"),
+                         namespace=conf.namespace.strip("/"),
+                         prefix=conf.image_name_prefix, tag=conf.tag)
+    naming.validate()
+    outputs = Outputs(
+        template_only=conf.template_only,
+        list_images=conf.list_images,
+        list_dependencies=conf.list_dependencies,
+        save_dependency=_path(conf.save_dependency),
+        format=conf.format,
+        summary_json_file=_path(conf.summary_json_file),
+    )
+    profiles = {name: tuple(v.strip() for v in values if v.strip())
+                for name, values in _group_values(conf, "profiles").items()}
+    selection = SelectionCriteria(
+        regexes=tuple(conf.regex),
+        profiles=tuple(conf.profile),
+        profile_defs=profiles,
+        exclude=tuple(conf.exclude),
+        skip_parents=conf.skip_parents,
+    )
+    variables = {k: v for k, v in _group_values(conf, "template_vars").items()
+                 if v is not None}
+    variables.update(parse_key_values(conf.template_var, "--template-var"))
+    for key in variables:
+        if key in RESERVED_TEMPLATE_VARS:
+            raise ConfigError(
+                f"template variable {key!r} is reserved: kiln defines it "
+                f"itself (set it with its own option instead)")
+    templates = TemplateSettings(
+        templates_dir=_existing_dir(conf.templates_dir, "--templates-dir")
+        if conf.templates_dir else BUILTIN_TEMPLATES,
+        docker_dirs=tuple(_existing_dir(d, "--docker-dir")
+                          for d in conf.docker_dir),
+        overrides=tuple(_existing_file(f, "--template-override")
+                        for f in conf.template_override),
+        variables=variables,
+        environment={name: os.environ[name] for name in conf.template_env
+                     if name in os.environ},
+        strict_undefined=conf.undefined == "strict",
+        cache_dir=_path(conf.template_cache_dir),
+    )
+    return BuildSettings(
+        naming=naming,
+        templates=templates,
+        selection=selection,
+        outputs=outputs,
+        work_dir=_path(conf.work_dir),
+        skip_existing=conf.skip_existing,
+        debug=conf.debug,
+    )
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_key_values(items: Sequence[str], option: str) -> dict[str, str]:
+    """Turn ``KEY=VALUE`` strings into a dict, naming the option on error."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise ConfigError(
+                f"{option} {item!r}: expected KEY=VALUE with KEY a name of "
+                f"letters, digits and underscores")
+        result[key] = value
+    return result
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _existing_dir(value: str, option: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{option} {value}: no such directory")
+    return path.resolve()
+
+
+def _existing_file(value: str, option: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{option} {value}: no such file")
+    return path.resolve()

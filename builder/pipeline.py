@@ -1,0 +1,53 @@
+"""From settings to a plan: template set -> render -> graph -> selection.
+
+Each step lives in its own module; this one only chains them and hands plain
+data to the next step (the scheduler, or the listing outputs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import networkx as nx
+
+from builder.config import BuildSettings
+from builder.exceptions import TemplateError
+from builder.graph import build_graph, build_order
+from builder.render import RenderedImage, Renderer
+from builder.selection import Selection, select
+from builder.templateset import TemplateSet, load_template_set
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    templates: TemplateSet
+    rendered: Mapping[str, RenderedImage]
+    graph: nx.DiGraph
+    selection: Selection
+    order: tuple[str, ...]  # the selected images, parents first
+
+
+def make_plan(settings: BuildSettings) -> Plan:
+    templates = load_template_set(settings.templates.templates_dir,
+                                  settings.templates.docker_dirs,
+                                  settings.naming.namespace)
+    for name, image in templates.images.items():
+        if not settings.naming.validate_name(name):
+            raise TemplateError(
+                f"image directory name {name!r} is not a valid image name "
+                f"(lower-case letters, digits, '.', '_', '-')",
+                path=str(templates.layers[0].root / image.directory))
+    renderer = Renderer(templates, settings.naming, settings.templates)
+    rendered = renderer.render_all()
+    for unused in renderer.unused_override_blocks():
+        LOG.warning("%s: block %r is overridden but no rendered image has "
+                    "it (misspelt, or meant for another image set?)",
+                    unused.path, unused.block)
+    graph = build_graph(rendered, settings.naming)
+    selection = select(graph, settings.selection)
+    return Plan(templates, rendered, graph, selection,
+                tuple(build_order(graph, selection.selected)))

@@ -1,0 +1,290 @@
+"""Rendering a template set with one sandboxed Jinja2 environment.
+
+Template names seen by Jinja:
+
+- ``macros.j2``, ``common/x.j2``: a relative path, the topmost layer's file;
+- ``@<layer>/<path>``: that layer's file (the links of an image's chain);
+- ``override:<n>``: the n-th ``--template-override`` file.
+
+``parent_template`` in the render context is a marker naming the image being
+rendered; :meth:`KilnEnvironment.join_path` turns it into the template below
+the one that extends it, in that image's chain (layers bottom first, then the
+override files in order). So a ``{% extends parent_template %}`` always
+reaches the next template down, each file compiles once for the whole run,
+and ``{{ super() }}`` works across any number of layers and override files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from builder.config import TemplateSettings
+from builder.exceptions import KilnError, TemplateError
+from builder.naming import ImageNaming
+from builder.templateset import ImageDef, TemplateSet
+
+PARENT_MARKER = "kiln-parent:"
+OVERRIDE_PREFIX = "override:"
+# Lexer options of kiln's template API (they change the compiled code).
+SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+
+
+def _bytecode_cache(directory: Path | None, syntax: Mapping[str, bool]
+                    ) -> jinja2.BytecodeCache | None:
+    """A persistent cache of compiled templates, or None when disabled.
+
+    Jinja checks each entry against the template source's checksum; the
+    directory name carries the lexer options, which the checksum does not.
+    """
+    if directory is None:
+        return None
+    key = hashlib.sha256(repr(sorted(syntax.items())).encode()).hexdigest()[:12]
+    target = directory / f"jinja-{jinja2.__version__}-{key}"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs speed
+    return jinja2.FileSystemBytecodeCache(str(target))
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    name: str
+    dockerfile: str
+    # the template files used, bottom first (layers, variants, overrides)
+    templates: tuple[Path, ...]
+    # build context: path inside the image directory -> source file
+    context_files: Mapping[str, Path]
+
+    @property
+    def dockerfile_path(self) -> str:
+        """Where the rendered Dockerfile came from, for messages."""
+        return f"{self.templates[-1]} (rendered for image {self.name!r})"
+
+
+@dataclass(frozen=True)
+class UnusedBlock:
+    path: Path
+    block: str
+
+
+class _LayeredLoader(jinja2.BaseLoader):
+    def __init__(self, templates: TemplateSet, overrides: Sequence[Path]):
+        self._templates = templates
+        self._roots = [str(layer.root) for layer in templates.layers]
+        self._overrides = [str(path) for path in overrides]
+
+    def filename(self, name: str) -> str | None:
+        if name.startswith("@"):
+            layer, _, relpath = name[1:].partition("/")
+            return f"{self._roots[int(layer)]}/{relpath}"
+        if name.startswith(OVERRIDE_PREFIX):
+            return self._overrides[int(name[len(OVERRIDE_PREFIX):])]
+        relpath = name.lstrip("/")
+        layer = self._templates.topmost(relpath)
+        return None if layer is None else f"{self._roots[layer]}/{relpath}"
+
+    def get_source(self, environment, template):
+        filename = self.filename(template)
+        if filename is None:
+            raise jinja2.TemplateNotFound(template)
+        try:
+            with open(filename, encoding="utf-8") as source:
+                text = source.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"cannot read template: {exc}",
+                                path=filename) from exc
+        return text, filename, lambda: True
+
+
+class KilnEnvironment(SandboxedEnvironment):
+    """The sandboxed environment of a run; resolves ``parent_template``."""
+
+    def __init__(self, chains: Mapping[str, tuple[str, ...]], **options):
+        super().__init__(**options)
+        self.chains = chains
+
+    def join_path(self, template, parent):
+        if not (isinstance(template, str) and template.startswith(PARENT_MARKER)):
+            return template
+        image = template[len(PARENT_MARKER):]
+        chain = self.chains[image]
+        position = chain.index(parent) if parent in chain else -1
+        if position <= 0:
+            raise jinja2.TemplateRuntimeError(
+                "{% extends parent_template %} but there is no template below "
+                f"this one for image {image!r}")
+        return chain[position - 1]
+
+
+def customizable(context, values, list_name: str):
+    """Kolla's list hook: ``<image>_<list>_override``, else ``_append`` then ``_remove``."""
+    stem = f"{context['image_name'].replace('-', '_')}_{list_name}_"
+    override = context.get(stem + "override")
+    if override is not None and not isinstance(override, jinja2.Undefined):
+        return list(override)
+    result = list(values)
+    appended = context.get(stem + "append")
+    if appended is not None and not isinstance(appended, jinja2.Undefined):
+        result.extend(appended)
+    removed = context.get(stem + "remove")
+    if removed is not None and not isinstance(removed, jinja2.Undefined):
+        result = [value for value in result if value not in set(removed)]
+    return result
+
+
+class Renderer:
+    """Renders the images of one template set; one instance per run."""
+
+    def __init__(self, templates: TemplateSet, naming: ImageNaming,
+                 settings: TemplateSettings):
+        self._templates = templates
+        self._naming = naming
+        self._overrides = tuple(settings.overrides)
+        override_names = tuple(f"{OVERRIDE_PREFIX}{i}"
+                               for i in range(len(self._overrides)))
+        self._loader = _LayeredLoader(templates, self._overrides)
+        chains = {name: image.chain + override_names
+                  for name, image in templates.images.items()}
+        self._env = KilnEnvironment(
+            chains,
+            loader=self._loader,
+            undefined=(jinja2.StrictUndefined if settings.strict_undefined
+                       else jinja2.Undefined),
+            auto_reload=False,
+            cache_size=-1,
+            bytecode_cache=_bytecode_cache(settings.cache_dir, SYNTAX),
+            **SYNTAX,
+        )
+        self._env.filters["customizable"] = jinja2.pass_context(customizable)
+        self._env.globals["image_ref"] = self._image_ref
+        self._base_context = {
+            **settings.variables,
+            "namespace": naming.namespace,
+            "image_prefix": naming.prefix,
+            "tag": naming.tag,
+            "registry": naming.registry,
+            "env": dict(settings.environment),
+        }
+        self._layer_of = {str(o): "template override" for o in self._overrides}
+        self._layer_of.update({str(layer.root): layer.describe()
+                               for layer in templates.layers})
+        # block names found in the non-override templates of rendered images
+        self._base_blocks: set[str] = set()
+
+    def _image_ref(self, name: str) -> str:
+        if name not in self._templates.images:
+            raise TemplateError(f"image_ref({name!r}): the template set has "
+                                f"no image named {name!r}")
+        return self._naming.ref(name)
+
+    def render(self, image: ImageDef) -> RenderedImage:
+        chain = self._env.chains[image.name]
+        context = {**self._base_context, "image_name": image.name,
+                   "parent_template": PARENT_MARKER + image.name}
+        try:
+            template = self._env.get_template(chain[-1])
+            ctx = template.new_context(context)
+            try:
+                text = "".join(template.root_render_func(ctx))
+            except Exception:
+                self._env.handle_exception()
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._syntax_error(exc, image) from None
+        except Exception as exc:  # anything a template does wrong
+            raise self._runtime_error(exc, image) from exc
+        self._note_blocks(ctx.blocks)
+        return RenderedImage(
+            name=image.name,
+            dockerfile=text,
+            templates=tuple(Path(self._loader.filename(n)) for n in chain),
+            context_files=self._templates.context_files(image),
+        )
+
+    def render_all(self, names: Iterable[str] | None = None
+                   ) -> dict[str, RenderedImage]:
+        images = self._templates.images
+        selected = sorted(images) if names is None else sorted(names)
+        return {name: self.render(images[name]) for name in selected}
+
+    def unused_override_blocks(self) -> list[UnusedBlock]:
+        """Blocks an override file defines that no rendered image has."""
+        unused = []
+        for i, path in enumerate(self._overrides):
+            template = self._env.get_template(f"{OVERRIDE_PREFIX}{i}")
+            unused.extend(UnusedBlock(path, block)
+                          for block in sorted(template.blocks)
+                          if block not in self._base_blocks)
+        return unused
+
+    def _note_blocks(self, blocks: Mapping[str, list[Callable]]) -> None:
+        override_functions = self._override_block_functions()
+        for name, functions in blocks.items():
+            if name not in self._base_blocks and any(
+                    f not in override_functions for f in functions):
+                self._base_blocks.add(name)
+
+    def _override_block_functions(self) -> set[Callable]:
+        cached = getattr(self, "_override_functions", None)
+        if cached is None:
+            cached = {function
+                      for i in range(len(self._overrides))
+                      for function in self._env.get_template(
+                          f"{OVERRIDE_PREFIX}{i}").blocks.values()}
+            self._override_functions = cached
+        return cached
+
+    def _where(self, filename: str | None) -> str:
+        if not filename:
+            return ""
+        for root, label in self._layer_of.items():
+            if filename == root or filename.startswith(root.rstrip("/") + "/"):
+                return label
+        return ""
+
+    def _syntax_error(self, exc: jinja2.TemplateSyntaxError,
+                      image: ImageDef) -> TemplateError:
+        return TemplateError(f"template syntax error: {exc.message}",
+                             path=exc.filename, line=exc.lineno,
+                             hint=self._hint(exc.filename, image))
+
+    def _runtime_error(self, exc: Exception, image: ImageDef) -> TemplateError:
+        path, line = _template_frame(exc, self._loader_files())
+        if isinstance(exc, jinja2.TemplateNotFound):
+            message = f"template {exc.name!r} not found in any layer"
+        elif isinstance(exc, jinja2.UndefinedError):
+            message = f"undefined variable: {exc.message}"
+        elif isinstance(exc, KilnError):
+            message = exc.message
+        else:
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return TemplateError(message, path=path, line=line,
+                             hint=self._hint(path, image))
+
+    def _hint(self, filename: str | None, image: ImageDef) -> str:
+        where = self._where(filename)
+        rendering = f"rendering image {image.name!r}"
+        return f"{where}, {rendering}" if where else rendering
+
+    def _loader_files(self) -> tuple[str, ...]:
+        return tuple(self._layer_of)
+
+
+def _template_frame(exc: BaseException, roots: Sequence[str]
+                    ) -> tuple[str | None, int | None]:
+    """The innermost traceback frame that is a template file (Jinja rewrites them)."""
+    found: tuple[str | None, int | None] = (None, None)
+    tb = exc.__traceback__
+    prefixes = tuple(r.rstrip("/") + "/" for r in roots)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename in roots or filename.startswith(prefixes):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found

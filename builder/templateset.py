@@ -1,0 +1,159 @@
+"""Layered template sets.
+
+A layer is a directory tree. Every directory holding a ``Dockerfile.j2`` (or
+the active namespace's ``Dockerfile.<namespace>.j2``) is an image named after
+that directory; other directories only group images. The first layer is the
+bottom one (the built-in ``templates/`` or ``--templates-dir``), each
+``--docker-dir`` a layer above. For each relative path the topmost layer's
+file wins, and an upper layer's template may extend the same template of the
+layer below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.exceptions import TemplateError
+
+TEMPLATE = "Dockerfile.j2"
+
+
+def variant_template(namespace: str) -> str | None:
+    """The file name of a namespace's variant, e.g. Dockerfile.opendev.j2."""
+    leaf = namespace.rsplit("/", 1)[-1] if namespace else ""
+    return f"Dockerfile.{leaf}.j2" if leaf else None
+
+
+def is_template_file(filename: str) -> bool:
+    return filename.startswith("Dockerfile") and filename.endswith(".j2")
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    root: Path
+    label: str
+
+    def describe(self) -> str:
+        return f"{self.label} layer {self.root}"
+
+
+@dataclass(frozen=True)
+class ImageDef:
+    """One image of the set: its name, directory and the templates it renders.
+
+    ``chain`` lists template names bottom first: the generic Dockerfile.j2 of
+    every layer that has it, then the namespace variant of every layer that
+    has it. The last one is rendered; each may extend the one before it with
+    ``{% extends parent_template %}``.
+    """
+
+    name: str
+    directory: str
+    chain: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    layers: tuple[Layer, ...]
+    images: Mapping[str, ImageDef]
+    # relative path (posix) -> indexes of the layers holding it, bottom first
+    files: Mapping[str, tuple[int, ...]]
+    # image name -> relative paths of the files in its directory (not in nested images)
+    owned: Mapping[str, tuple[str, ...]]
+
+    def path(self, layer: int, relpath: str) -> Path:
+        return self.layers[layer].root / relpath
+
+    def topmost(self, relpath: str) -> int | None:
+        layers = self.files.get(relpath)
+        return layers[-1] if layers else None
+
+    def context_files(self, image: ImageDef) -> dict[str, Path]:
+        """Files of an image's build context (templates and nested images excluded).
+
+        Keys are paths relative to the image directory; the topmost layer's
+        file wins.
+        """
+        start = len(image.directory) + 1
+        result = {}
+        for relpath in self.owned.get(image.name, ()):
+            inner = relpath[start:]
+            if "/" not in inner and is_template_file(inner):
+                continue
+            result[inner] = self.path(self.files[relpath][-1], relpath)
+        return result
+
+
+def load_template_set(bottom: Path, upper: Sequence[Path] = (),
+                      namespace: str = "") -> TemplateSet:
+    roots = [(bottom, "base")] + [(p, f"docker-dir {i}")
+                                  for i, p in enumerate(upper, 1)]
+    layers = tuple(Layer(i, Path(root), label)
+                   for i, (root, label) in enumerate(roots))
+    variant = variant_template(namespace)
+    files: dict[str, list[int]] = {}
+    found: dict[str, str] = {}  # image name -> directory
+    for layer in layers:
+        if not layer.root.is_dir():
+            raise TemplateError(f"template directory {layer.root} does not exist")
+        layer_images: dict[str, str] = {}
+        for directory, filenames in _walk(layer.root):
+            for filename in filenames:
+                relpath = f"{directory}/{filename}" if directory else filename
+                files.setdefault(relpath, []).append(layer.index)
+            if directory and (TEMPLATE in filenames or variant in filenames):
+                _add_image(layer, directory, layer_images, found)
+    images = {}
+    for name, directory in sorted(found.items()):
+        chain = [f"@{i}/{directory}/{TEMPLATE}"
+                 for i in files.get(f"{directory}/{TEMPLATE}", ())]
+        if variant:
+            chain += [f"@{i}/{directory}/{variant}"
+                      for i in files.get(f"{directory}/{variant}", ())]
+        images[name] = ImageDef(name, directory, tuple(chain))
+    return TemplateSet(layers, images,
+                       {k: tuple(v) for k, v in files.items()},
+                       _owners(files, images))
+
+
+def _owners(files: Iterable[str], images: Mapping[str, ImageDef]
+            ) -> dict[str, tuple[str, ...]]:
+    """Group file paths by the innermost image directory holding them."""
+    by_directory = {image.directory: name for name, image in images.items()}
+    owned: dict[str, list[str]] = {}
+    for relpath in sorted(files):
+        directory = relpath.rpartition("/")[0]
+        while directory and directory not in by_directory:
+            directory = directory.rpartition("/")[0]
+        if directory:
+            owned.setdefault(by_directory[directory], []).append(relpath)
+    return {name: tuple(paths) for name, paths in owned.items()}
+
+
+def _add_image(layer: Layer, directory: str, layer_images: dict[str, str],
+               found: dict[str, str]) -> None:
+    name = directory.rsplit("/", 1)[-1]
+    if name in layer_images:
+        raise TemplateError(
+            f"two images named {name!r} in the {layer.describe()}: "
+            f"{layer.root / layer_images[name]} and {layer.root / directory}")
+    layer_images[name] = directory
+    known = found.setdefault(name, directory)
+    if known != directory:
+        raise TemplateError(
+            f"image {name!r} is at {known}/ in a lower layer but at "
+            f"{directory}/ in the {layer.describe()}; a layer overrides an "
+            f"image at the same relative path")
+
+
+def _walk(root: Path) -> Iterable[tuple[str, list[str]]]:
+    """Yield (relative posix dir, file names) for every directory, sorted."""
+    for current, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(current, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/")
+        yield rel, sorted(filenames)

@@ -1,0 +1,54 @@
+"""Shared helpers: run kiln-build in-process and build template trees on disk."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from builder.cli.build import main as build_main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAMILY = FIXTURES / "family"
+DOWNSTREAM = FIXTURES / "downstream"
+OVERRIDES = FIXTURES / "overrides"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def kiln(capsys):
+    """Run kiln-build's main() with arguments; returns exit code and output."""
+
+    def run(*args) -> Result:
+        code = build_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for relpath, text in files.items():
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """tree({"img/Dockerfile.j2": "..."}, name="set") -> a directory with those files."""
+    counter = iter(range(1000))
+
+    def make(files: dict[str, str], name: str | None = None) -> Path:
+        return write_tree(tmp_path / (name or f"tree{next(counter)}"), files)
+
+    return make
