@@ -25,6 +25,9 @@ setup(
             "kiln-build = builder.cli.build:main",
             "kiln-registry = builder.cli.registry:main",
         ],
+        "kiln.engines": [
+            "docker = builder.engine.docker:DockerEngine",
+        ],
         "oslo.config.opts": [
             "kiln-build = builder.config:list_opts",
         ],

@@ -59,6 +59,12 @@ class GraphError(KilnError):
 
 
 class BuildError(KilnError):
-    """An image failed to build."""
+    """An image failed to build; ``tail`` holds the last lines of its output."""
 
     exit_code = EXIT_BUILD_FAILED
+
+    def __init__(self, message: str, *, image: str | None = None,
+                 tail: tuple[str, ...] = (), **kwargs):
+        super().__init__(message, **kwargs)
+        self.image = image
+        self.tail = tuple(tail)
