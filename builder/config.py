@@ -100,7 +100,7 @@ _cli_opts = [
                 help="Names of process environment variables that templates "
                      "may read as env.NAME. No other variable is exposed."),
     cfg.StrOpt("template-cache-dir", default=_default_cache_dir(),
-               sample_default="$XDG_CACHE_HOME/kiln/templates",
+               sample_default="~/.cache/kiln/templates",
                help="Where compiled templates are kept between runs (entries "
                     "are checked against the template source). Empty: no "
                     "cache."),

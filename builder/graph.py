@@ -27,12 +27,13 @@ def build_graph(rendered: Mapping[str, RenderedImage],
     graph.add_nodes_from(rendered, bases=())
     for name, image in sorted(rendered.items()):
         try:
-            parsed = parse_dockerfile(image.dockerfile, path=image.dockerfile_path,
+            parsed = parse_dockerfile(image.dockerfile, path=image.name,
                                       build_args=build_args)
         except DockerfileError as exc:
-            raise GraphError(exc.message, path=exc.path, line=exc.line,
-                             hint=f"line {exc.line} of the rendered Dockerfile"
-                             if exc.line else None) from exc
+            where = f" at line {exc.line}" if exc.line else ""
+            raise GraphError(
+                f"the rendered Dockerfile of image {name!r} is invalid{where}: "
+                f"{exc.message}", path=str(image.templates[-1])) from exc
         bases = []
         for use in parsed.uses:
             parent = by_ref.get(use.ref)

@@ -62,11 +62,6 @@ class RenderedImage:
     # build context: path inside the image directory -> source file
     context_files: Mapping[str, Path]
 
-    @property
-    def dockerfile_path(self) -> str:
-        """Where the rendered Dockerfile came from, for messages."""
-        return f"{self.templates[-1]} (rendered for image {self.name!r})"
-
 
 @dataclass(frozen=True)
 class UnusedBlock:

@@ -25,7 +25,7 @@ class EngineOptions:
     """Engine-independent settings given to every backend."""
 
     timeout: int = 600              # seconds for one API call
-    base_url: str | None = None     # e.g. unix:///run/podman/podman.sock; None: the backend's default
+    base_url: str | None = None     # e.g. unix:///run/podman/podman.sock; None: default
 
 
 @dataclass(frozen=True)

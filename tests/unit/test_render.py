@@ -1,0 +1,145 @@
+"""Template sets and rendering: layers, variants, overrides, customizable, cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.config import TemplateSettings
+from builder.exceptions import TemplateError
+from builder.naming import ImageNaming
+from builder.render import Renderer, customizable
+from builder.templateset import load_template_set
+
+
+def render(root, *upper, naming=None, **settings):
+    templates = load_template_set(root, upper, (naming or ImageNaming()).namespace)
+    renderer = Renderer(templates, naming or ImageNaming(), TemplateSettings(**settings))
+    return renderer.render_all(), renderer
+
+
+@pytest.mark.parametrize("context, expected", [
+    ({}, ["a", "b"]),
+    ({"nova_api_packages_append": ["c"]}, ["a", "b", "c"]),
+    ({"nova_api_packages_remove": ["a"]}, ["b"]),
+    ({"nova_api_packages_append": ["c"], "nova_api_packages_remove": ["b", "c"]}, ["a"]),
+    ({"nova_api_packages_override": ["z"], "nova_api_packages_append": ["c"]}, ["z"]),
+])
+def test_customizable_semantics(context, expected):
+    values = ["a", "b"]
+    result = customizable({"image_name": "nova-api", **context}, values, "packages")
+    assert result == expected
+    assert values == ["a", "b"]  # the template's list is not mutated
+
+
+def test_context_files_topmost_layer_wins_and_nested_images_excluded(tree):
+    lower = tree({"svc/Dockerfile.j2": "FROM x\n", "svc/start.sh": "lower\n",
+                  "svc/conf/a.conf": "a\n", "svc/svc-api/Dockerfile.j2": "FROM y\n",
+                  "svc/svc-api/api.conf": "api\n"})
+    upper = tree({"svc/start.sh": "upper\n", "svc/extra.txt": "new\n"})
+    templates = load_template_set(lower, [upper])
+    files = templates.context_files(templates.images["svc"])
+    assert sorted(files) == ["conf/a.conf", "extra.txt", "start.sh"]
+    assert files["start.sh"].read_text() == "upper\n"
+    assert sorted(templates.context_files(templates.images["svc-api"])) == ["api.conf"]
+
+
+def test_image_moved_between_layers_is_an_error(tree):
+    lower = tree({"a/app/Dockerfile.j2": "FROM x\n"})
+    upper = tree({"b/app/Dockerfile.j2": "FROM x\n"})
+    with pytest.raises(TemplateError, match="image 'app' is at a/app/ in a lower layer but "
+                                            "at b/app/"):
+        load_template_set(lower, [upper])
+
+
+def test_variant_only_image_exists_only_in_its_namespace(tree):
+    root = tree({"zuul-only/Dockerfile.zuul.j2": "FROM x\n", "common/Dockerfile.j2": "FROM x\n"})
+    assert sorted(load_template_set(root, [], "zuul").images) == ["common", "zuul-only"]
+    assert sorted(load_template_set(root, [], "opendev").images) == ["common"]
+
+
+def test_variant_extends_generic_template_across_layers(tree):
+    lower = tree({"app/Dockerfile.j2": "FROM x\n{% block run %}RUN generic\n{% endblock %}\n"})
+    upper = tree({"app/Dockerfile.opendev.j2":
+                  "{% extends parent_template %}\n"
+                  "{% block run %}RUN opendev\n{{ super() }}{% endblock %}\n"})
+    rendered, _ = render(lower, upper, naming=ImageNaming(namespace="opendev"))
+    assert rendered["app"].dockerfile == "FROM x\nRUN opendev\nRUN generic\n"
+    assert [p.name for p in rendered["app"].templates] == ["Dockerfile.j2",
+                                                          "Dockerfile.opendev.j2"]
+
+
+def test_three_layers_and_two_overrides_chain_with_super(tree, tmp_path):
+    base = tree({"app/Dockerfile.j2": "FROM x\n{% block b %}RUN 0\n{% endblock %}\n"})
+    layers = [tree({"app/Dockerfile.j2": "{% extends parent_template %}\n"
+                                         f"{{% block b %}}RUN {i}\n{{{{ super() }}}}"
+                                         "{% endblock %}\n"}) for i in (1, 2)]
+    overrides = []
+    for i in (3, 4):
+        path = tmp_path / f"o{i}.j2"
+        path.write_text("{% extends parent_template %}\n"
+                        f"{{% block b %}}RUN {i}\n{{{{ super() }}}}{{% endblock %}}\n")
+        overrides.append(path)
+    rendered, renderer = render(base, *layers, overrides=tuple(overrides))
+    assert rendered["app"].dockerfile == "FROM x\nRUN 4\nRUN 3\nRUN 2\nRUN 1\nRUN 0\n"
+    assert renderer.unused_override_blocks() == []
+
+
+def test_upper_layer_may_replace_a_template_without_extending(tree):
+    lower = tree({"app/Dockerfile.j2": "FROM lower\n"})
+    upper = tree({"app/Dockerfile.j2": "FROM upper\n"})
+    rendered, _ = render(lower, upper)
+    assert rendered["app"].dockerfile == "FROM upper\n"
+
+
+def test_shared_macros_topmost_layer_wins(tree):
+    lower = tree({"macros.j2": "{% macro hi() %}lower{% endmacro %}",
+                  "app/Dockerfile.j2": "{% import 'macros.j2' as m %}\nFROM x\nRUN {{ m.hi() }}\n"})
+    upper = tree({"macros.j2": "{% macro hi() %}upper{% endmacro %}"})
+    rendered, _ = render(lower, upper)
+    assert "RUN upper" in rendered["app"].dockerfile
+
+
+def test_context_variables_and_image_ref(tree):
+    root = tree({"base/Dockerfile.j2": "FROM x\n",
+                 "app/Dockerfile.j2": "FROM {{ image_ref('base') }}\n"
+                                      "LABEL n={{ image_name }} ns={{ namespace }} "
+                                      "p={{ image_prefix }} t={{ tag }} r={{ registry }} "
+                                      "v={{ flavour }}\n"})
+    naming = ImageNaming(registry="reg:5000", namespace="acme", prefix="x-", tag="1.0")
+    rendered, _ = render(root, naming=naming, variables={"flavour": "mint"})
+    assert rendered["app"].dockerfile == (
+        "FROM reg:5000/acme/x-base:1.0\n"
+        "LABEL n=app ns=acme p=x- t=1.0 r=reg:5000 v=mint\n")
+
+
+def test_one_environment_compiles_shared_templates_once(tree):
+    files = {"macros.j2": "{% macro m() %}x{% endmacro %}"}
+    for i in range(20):
+        files[f"i{i}/Dockerfile.j2"] = "{% import 'macros.j2' as mc %}\nFROM x\nRUN {{ mc.m() }}\n"
+    root = tree(files)
+    templates = load_template_set(root)
+    renderer = Renderer(templates, ImageNaming(), TemplateSettings())
+    loads = []
+    original = renderer._loader.get_source
+    renderer._loader.get_source = lambda env, name: (loads.append(name), original(env, name))[1]
+    renderer.render_all()
+    assert loads.count("macros.j2") == 1
+    assert len(loads) == 21
+
+
+def test_bytecode_cache_follows_source_changes(tree, tmp_path):
+    root = tree({"app/Dockerfile.j2": "FROM x\nRUN one\n"})
+    cache = tmp_path / "cache"
+    first, _ = render(root, cache_dir=cache)
+    assert first["app"].dockerfile == "FROM x\nRUN one\n"
+    assert list(cache.rglob("*.cache"))
+    (root / "app" / "Dockerfile.j2").write_text("FROM x\nRUN two\n")
+    second, _ = render(root, cache_dir=cache)
+    assert second["app"].dockerfile == "FROM x\nRUN two\n"
+
+
+def test_environment_not_exposed_without_allow_list(tree, monkeypatch):
+    monkeypatch.setenv("HOME_SECRET", "x")
+    root = tree({"app/Dockerfile.j2": "FROM x\n{{ env | length }}\n"})
+    rendered, _ = render(root)
+    assert rendered["app"].dockerfile == "FROM x\n0\n"
