@@ -1,0 +1,193 @@
+"""The scheduler with fake build and push functions (no engine)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import networkx as nx
+import pytest
+
+from builder.scheduler import Scheduler, SchedulerOptions, Status, WorkResult, priorities
+
+
+def dag(*edges, nodes=()):
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    return graph
+
+
+class Recorder:
+    """A fake build: sleeps, records start/end, fails the names it is told to."""
+
+    def __init__(self, fail=(), fail_times=None, delay=0.01):
+        self.fail = set(fail)
+        self.fail_times = dict(fail_times or {})
+        self.delay = delay
+        self.events = []
+        self.lock = threading.Lock()
+
+    def __call__(self, name, cancel):
+        with self.lock:
+            self.events.append(("start", name, time.monotonic()))
+        time.sleep(self.delay)
+        with self.lock:
+            self.events.append(("end", name, time.monotonic()))
+            if self.fail_times.get(name, 0) > 0:
+                self.fail_times[name] -= 1
+                return WorkResult(False, "flaky")
+        if name in self.fail:
+            return WorkResult(False, "RUN exited 1")
+        return WorkResult(True, image_id=f"sha256:{name}")
+
+    def started(self):
+        return [name for kind, name, _ in self.events if kind == "start"]
+
+    def time_of(self, kind, name):
+        return next(t for k, n, t in self.events if k == kind and n == name)
+
+
+def test_children_start_after_all_parents_built():
+    graph = dag(("base", "a"), ("base", "b"), ("a", "multi"), ("b", "multi"))
+    build = Recorder()
+    outcomes = Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=4)).run()
+    assert {o.status for o in outcomes.values()} == {Status.BUILT}
+    assert build.time_of("start", "multi") >= max(build.time_of("end", "a"),
+                                                  build.time_of("end", "b"))
+    assert outcomes["multi"].image_id == "sha256:multi"
+
+
+def test_failure_marks_descendants_and_siblings_go_on():
+    graph = dag(("base", "bad"), ("bad", "child"), ("child", "grandchild"), ("base", "good"))
+    build = Recorder(fail={"bad"})
+    outcomes = Scheduler(graph, graph.nodes, build).run()
+    assert outcomes["bad"].status is Status.FAILED
+    assert outcomes["bad"].reason == "RUN exited 1"
+    assert outcomes["child"].status is Status.PARENT_FAILED
+    assert outcomes["grandchild"].status is Status.PARENT_FAILED
+    assert outcomes["good"].status is Status.BUILT
+    assert "child" not in build.started()
+
+
+def test_retry_that_succeeds():
+    graph = dag(nodes=["flaky"])
+    build = Recorder(fail_times={"flaky": 2})
+    outcome = Scheduler(graph, graph.nodes, build,
+                        options=SchedulerOptions(retries=2)).run()["flaky"]
+    assert outcome.status is Status.BUILT
+    assert outcome.attempts == 3
+
+
+def test_retries_exhausted():
+    graph = dag(nodes=["flaky"])
+    outcome = Scheduler(graph, graph.nodes, Recorder(fail_times={"flaky": 5}),
+                        options=SchedulerOptions(retries=1)).run()["flaky"]
+    assert (outcome.status, outcome.attempts) == (Status.FAILED, 2)
+
+
+def test_longest_chain_goes_first():
+    graph = dag(("long1", "long2"), ("long2", "long3"), nodes=["short"])
+    build = Recorder()
+    Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=1)).run()
+    assert build.started()[0] == "long1"
+
+
+def test_estimates_change_priority():
+    graph = dag(("a1", "a2"), nodes=["slow"])
+    assert priorities(graph, graph.nodes, {"slow": 10})["slow"] == 10
+    build = Recorder()
+    Scheduler(graph, graph.nodes, build,
+              options=SchedulerOptions(threads=1, estimates={"slow": 10})).run()
+    assert build.started()[0] == "slow"
+
+
+def test_only_scheduled_names_are_built_and_waited_for():
+    graph = dag(("base", "app"))
+    build = Recorder()
+    outcomes = Scheduler(graph, ["app"], build).run()
+    assert list(outcomes) == ["app"] and build.started() == ["app"]
+
+
+def test_push_after_build_and_children_do_not_wait_for_push():
+    graph = dag(("base", "child"))
+    push_release = threading.Event()
+    pushed = []
+
+    def push(name, cancel):
+        if name == "base":
+            assert push_release.wait(5)
+        pushed.append(name)
+        return WorkResult(True)
+
+    def build(name, cancel):
+        if name == "child":
+            push_release.set()  # base's push is still blocked while child builds
+        return WorkResult(True, image_id=name)
+
+    outcomes = Scheduler(graph, graph.nodes, build, push=push,
+                         options=SchedulerOptions(push_threads=2)).run()
+    assert {o.status for o in outcomes.values()} == {Status.PUSHED}
+    assert sorted(pushed) == ["base", "child"]
+
+
+def test_push_failure_with_retries():
+    graph = dag(nodes=["a", "b"])
+    attempts = {"a": 0, "b": 0}
+
+    def push(name, cancel):
+        attempts[name] += 1
+        return WorkResult(name == "a" and attempts[name] > 1, "registry said 500")
+
+    outcomes = Scheduler(graph, graph.nodes, lambda n, c: WorkResult(True), push=push,
+                         options=SchedulerOptions(retries=1)).run()
+    assert outcomes["a"].status is Status.PUSHED
+    assert outcomes["b"].status is Status.PUSH_FAILED
+    assert outcomes["b"].reason == "registry said 500"
+    assert attempts == {"a": 2, "b": 2}
+
+
+def test_worker_exception_is_a_failure_not_a_crash():
+    graph = dag(("a", "b"))
+
+    def build(name, cancel):
+        raise RuntimeError("engine exploded")
+
+    outcomes = Scheduler(graph, graph.nodes, build).run()
+    assert outcomes["a"].status is Status.FAILED
+    assert "engine exploded" in outcomes["a"].reason
+    assert outcomes["b"].status is Status.PARENT_FAILED
+
+
+def test_interrupt_stops_new_work_and_cancels_running():
+    graph = dag(("a", "after"), nodes=["slow"])
+    cancelled = threading.Event()
+    slow_started = threading.Event()
+
+    def build(name, cancel):
+        if name == "a":
+            assert slow_started.wait(5)
+            raise KeyboardInterrupt  # as Ctrl-C reaches the scheduler's thread
+        if name == "slow":
+            slow_started.set()
+            if cancel.wait(5):
+                cancelled.set()
+            return WorkResult(False, "stopped")
+        return WorkResult(True)
+
+    scheduler = Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=2))
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run()
+    assert cancelled.is_set()
+    outcomes = scheduler.outcomes()
+    assert outcomes["after"].status is Status.CANCELLED
+    assert outcomes["slow"].status in (Status.CANCELLED, Status.FAILED)
+
+
+def test_events_report_progress_in_order():
+    graph = dag(("a", "b"))
+    events = []
+    Scheduler(graph, graph.nodes, lambda n, c: WorkResult(True),
+              on_event=lambda name, status, detail: events.append((name, status))).run()
+    assert events == [("a", Status.BUILDING), ("a", Status.BUILT),
+                      ("b", Status.BUILDING), ("b", Status.BUILT)]
