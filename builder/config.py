@@ -20,6 +20,7 @@ from oslo_config import cfg
 
 from builder.exceptions import ConfigError
 from builder.naming import ImageNaming
+from builder.sources import SourceSpec, parse_source
 
 PROJECT = "kiln"
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -27,13 +28,18 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # Names the render context defines itself; a template variable may not shadow them.
 RESERVED_TEMPLATE_VARS = frozenset({
     "image_name", "namespace", "image_prefix", "tag", "registry", "image_ref",
-    "parent_template", "env",
+    "parent_template", "env", "ca_bundle",
 })
 
-def _default_cache_dir() -> str:
+def cache_home() -> Path:
+    """kiln's cache directory ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
         os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "kiln", "templates")
+    return Path(base) / "kiln"
+
+
+def _default_cache_dir() -> str:
+    return str(cache_home() / "templates")
 
 
 _cli_opts = [
@@ -104,6 +110,40 @@ _cli_opts = [
                help="Where compiled templates are kept between runs (entries "
                     "are checked against the template source). Empty: no "
                     "cache."),
+    cfg.StrOpt("engine", default="docker",
+               help="Container engine backend (entry point group "
+                    "kiln.engines): docker, or one a plugin adds."),
+    cfg.IntOpt("threads", short="T", default=8, min=1,
+               help="How many images build at once."),
+    cfg.IntOpt("retries", short="r", default=0, min=0,
+               help="How many times a failed build or push is retried."),
+    cfg.BoolOpt("push", default=False,
+                help="Push each image to --registry as soon as it is built."),
+    cfg.IntOpt("push-threads", default=1, min=1,
+               help="How many images push at once."),
+    cfg.MultiStrOpt("build-args", default=[],
+                    help="A build argument KEY=VALUE; overrides the "
+                         "[build_args] section. Repeatable. Proxy variables "
+                         "(HTTP_PROXY, ...) of kiln's environment are passed "
+                         "unless set here."),
+    cfg.StrOpt("network-mode",
+               help="Network mode of build containers, e.g. host."),
+    cfg.BoolOpt("pull", default=False,
+                help="Try to pull a newer version of external base images."),
+    cfg.BoolOpt("nocache", default=False,
+                help="Do not use the engine's layer cache."),
+    cfg.StrOpt("ca-bundle",
+               help="A PEM file of extra CA certificates put into every build "
+                    "context as kiln-ca-bundle.crt, so templates can make "
+                    "images trust a TLS-intercepting proxy (see the "
+                    "install_ca_bundle macro)."),
+    cfg.StrOpt("logs-dir",
+               help="One log file per image is written here. Default: "
+                    "<work-dir>/logs."),
+    cfg.BoolOpt("quiet", short="q", default=False,
+                help="Print only failures and the summary."),
+    cfg.ListOpt("allowed-to-fail", default=[],
+                help="Images whose failure does not make the run fail."),
     cfg.StrOpt("undefined", default="strict", choices=["strict", "lenient"],
                help="strict: using an undefined template variable is an "
                     "error; lenient: it renders as an empty string."),
@@ -119,7 +159,13 @@ _FREE_FORM_GROUPS = {
     "template_vars": ("Variables given to every template, e.g. "
                       "'base_image = debian'. --template-var KEY=VALUE "
                       "overrides them.", cfg.StrOpt),
+    "build-args": ("Build arguments given to every image build, e.g. "
+                   "'PIP_INDEX_URL = http://mirror/simple'. --build-args "
+                   "KEY=VALUE overrides them.", cfg.StrOpt),
 }
+
+CA_BUNDLE_NAME = "kiln-ca-bundle.crt"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
 
 
 def _free_form_groups() -> list[cfg.OptGroup]:
@@ -167,6 +213,27 @@ class TemplateSettings:
     environment: Mapping[str, str] = field(default_factory=dict)
     strict_undefined: bool = True
     cache_dir: Path | None = None
+    ca_bundle: str = ""   # its file name in every build context, when one is given
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How images are built and pushed."""
+
+    engine: str = "docker"
+    threads: int = 8
+    retries: int = 0
+    push: bool = False
+    push_threads: int = 1
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str | None = None
+    pull: bool = False
+    no_cache: bool = False
+    ca_bundle: Path | None = None
+    logs_dir: Path | None = None
+    quiet: bool = False
+    allowed_to_fail: tuple[str, ...] = ()
+    skip_existing: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,8 +242,9 @@ class BuildSettings:
     templates: TemplateSettings
     selection: SelectionCriteria
     outputs: Outputs
+    run: RunOptions = field(default_factory=RunOptions)
+    sources: Mapping[str, SourceSpec] = field(default_factory=dict)
     work_dir: Path | None = None
-    skip_existing: bool = False
     debug: bool = False
 
 
@@ -198,8 +266,8 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
     conf = new_config()
     try:
         _parse(conf, argv, prog)
-        _register_free_form_keys(conf)
-        return _settings(conf)
+        source_sections = _register_free_form_keys(conf)
+        return _settings(conf, source_sections)
     except cfg.Error as exc:
         raise ConfigError(_describe_oslo_error(exc)) from exc
     except ValueError as exc:  # a bad value found when an option is read
@@ -233,7 +301,16 @@ def _config_files(conf: cfg.ConfigOpts) -> list[str]:
     return files
 
 
-def _register_free_form_keys(conf: cfg.ConfigOpts) -> None:
+SOURCE_KEYS = ("type", "location", "reference", "sha256", "enabled")
+
+
+def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
+    """Register options for user-chosen keys; return the source sections found.
+
+    A section named after an image with a ``type`` key is that image's
+    source (Kolla's format: type, location, reference, sha256, enabled).
+    """
+    source_sections: list[str] = []
     for path in _config_files(conf):
         sections: dict[str, dict] = {}
         try:
@@ -245,6 +322,13 @@ def _register_free_form_keys(conf: cfg.ConfigOpts) -> None:
             for key in sections.get(group, {}):
                 if key not in conf[group]:
                     conf.register_opt(opt_type(key), group=group)
+        for section, values in sections.items():
+            if (section in _FREE_FORM_GROUPS or section == "DEFAULT"
+                    or "type" not in values or section in source_sections):
+                continue
+            conf.register_opts([cfg.StrOpt(key) for key in SOURCE_KEYS], group=section)
+            source_sections.append(section)
+    return source_sections
 
 
 def _group_values(conf: cfg.ConfigOpts, group: str) -> dict:
@@ -252,7 +336,16 @@ def _group_values(conf: cfg.ConfigOpts, group: str) -> dict:
     return {key: section[key] for key in sorted(section)}
 
 
-def _settings(conf: cfg.ConfigOpts) -> BuildSettings:
+def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceSpec]:
+    specs = {}
+    for section in sections:
+        values = {key: conf[section][key] for key in SOURCE_KEYS
+                  if conf[section][key] is not None}
+        specs[section] = parse_source(section, values)
+    return specs
+
+
+def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> BuildSettings:
     naming = ImageNaming(registry=conf.registry.strip("/"),
                          namespace=conf.namespace.strip("/"),
                          prefix=conf.image_name_prefix, tag=conf.tag)
@@ -294,15 +387,45 @@ def _settings(conf: cfg.ConfigOpts) -> BuildSettings:
                      if name in os.environ},
         strict_undefined=conf.undefined == "strict",
         cache_dir=_path(conf.template_cache_dir),
+        ca_bundle=CA_BUNDLE_NAME if conf.ca_bundle else "",
     )
+    if conf.push and not naming.registry:
+        raise ConfigError("--push needs --registry: the images are pushed there")
     return BuildSettings(
         naming=naming,
         templates=templates,
         selection=selection,
         outputs=outputs,
+        run=_run_options(conf),
+        sources=_sources(conf, source_sections),
         work_dir=_path(conf.work_dir),
-        skip_existing=conf.skip_existing,
         debug=conf.debug,
+    )
+
+
+def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
+    build_args = {name: os.environ[name]
+                  for variable in PROXY_VARIABLES
+                  for name in (variable, variable.lower()) if name in os.environ}
+    build_args.update({k: v for k, v in _group_values(conf, "build-args").items()
+                       if v is not None})
+    build_args.update(parse_key_values(conf.build_args, "--build-args"))
+    return RunOptions(
+        engine=conf.engine,
+        threads=conf.threads,
+        retries=conf.retries,
+        push=conf.push,
+        push_threads=conf.push_threads,
+        build_args=build_args,
+        network_mode=conf.network_mode or None,
+        pull=conf.pull,
+        no_cache=conf.nocache,
+        ca_bundle=(_existing_file(conf.ca_bundle, "--ca-bundle")
+                   if conf.ca_bundle else None),
+        logs_dir=_path(conf.logs_dir),
+        quiet=conf.quiet,
+        allowed_to_fail=tuple(conf.allowed_to_fail),
+        skip_existing=conf.skip_existing,
     )
 
 

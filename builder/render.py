@@ -166,6 +166,7 @@ class Renderer:
             "tag": naming.tag,
             "registry": naming.registry,
             "env": dict(settings.environment),
+            "ca_bundle": settings.ca_bundle,
         }
         self._layer_of = {str(o): "template override" for o in self._overrides}
         self._layer_of.update({str(layer.root): layer.describe()

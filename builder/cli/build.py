@@ -7,10 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from builder import config, report
+from builder.build import BuildJob, ImageBuilder
 from builder.cli import run, setup_logging
 from builder.context import prepare_work_dir, write_context
-from builder.exceptions import EXIT_OK, KilnError
-from builder.pipeline import make_plan
+from builder.engine import load_engine
+from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK
+from builder.pipeline import Plan, make_plan
+from builder.progress import make_progress
+from builder.scheduler import Scheduler, SchedulerOptions
+from builder.summary import exit_code, summarize, to_json, to_text, write_json
 
 PROG = "kiln-build"
 LOG = logging.getLogger("builder.cli.build")
@@ -39,8 +44,71 @@ def _build(argv: list[str]) -> int:
         LOG.info("rendered %d image(s) into %s", len(plan.order), work_dir)
     if outputs.stops_before_build:
         return EXIT_OK
-    raise KilnError("building images needs an engine backend, which is not "
-                    "part of kiln yet; use --template-only or a listing option")
+    return _run_builds(settings, plan)
+
+
+def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
+    options = settings.run
+    engine = load_engine(options.engine)
+    engine.ping()
+    work_dir = prepare_work_dir(settings.work_dir)
+    logs_dir = options.logs_dir or work_dir / "logs"
+    for name in settings.sources:
+        if name not in plan.templates.images:
+            LOG.warning("config section [%s] defines a source, but the template "
+                        "set has no image %r", name, name)
+    to_build, skipped = _skip_existing(engine, settings, plan)
+    job = BuildJob(rendered=plan.rendered, naming=settings.naming, options=options,
+                   work_dir=work_dir, logs_dir=logs_dir,
+                   source_cache=config.cache_home() / "sources",
+                   sources=settings.sources)
+    builder = ImageBuilder(engine, job)
+    progress = make_progress(to_build, options.quiet)
+    scheduler = Scheduler(
+        plan.graph, to_build, builder.build,
+        push=builder.push if options.push else None,
+        options=SchedulerOptions(threads=options.threads, retries=options.retries,
+                                 push_threads=options.push_threads),
+        on_event=progress.event)
+    interrupted = False
+    with progress:
+        try:
+            outcomes = scheduler.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            outcomes = scheduler.outcomes()
+    result = summarize(
+        outcomes, settings.naming, skipped=skipped,
+        not_matched=plan.selection.not_matched | plan.selection.excluded,
+        logs={name: builder.log_path(name) for name in outcomes},
+        allowed_to_fail=options.allowed_to_fail)
+    _report(settings, result)
+    LOG.info("build contexts in %s, logs in %s", work_dir, logs_dir)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return exit_code(result)
+
+
+def _skip_existing(engine, settings: config.BuildSettings, plan: Plan
+                   ) -> tuple[list[str], dict[str, str]]:
+    skipped = {name: "not built: --skip-parents" for name in plan.selection.skipped_parents}
+    to_build = []
+    for name in plan.order:
+        if settings.run.skip_existing and engine.inspect(settings.naming.ref(name)):
+            skipped[name] = "already exists (--skip-existing)"
+        else:
+            to_build.append(name)
+    return to_build, skipped
+
+
+def _report(settings: config.BuildSettings, result: dict) -> None:
+    outputs = settings.outputs
+    if outputs.format == "json":
+        print(to_json(result))
+    else:
+        print(to_text(result))
+    if outputs.summary_json_file is not None:
+        write_json(result, outputs.summary_json_file)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,14 @@ class Engine(abc.ABC):
         """Raise EngineError (one clear sentence) if the engine cannot be used."""
 
     @abc.abstractmethod
-    def build(self, request: BuildRequest) -> Iterator[str]:
+    def build(self, request: BuildRequest,
+              cancel: threading.Event | None = None) -> Iterator[str]:
         """Build and tag; yield output lines as they come.
 
         Raises builder.exceptions.BuildError on failure, with the last lines
-        of output in its message.
+        of output in its message. When ``cancel`` is set the backend stops
+        the build as soon as it can (even during a silent RUN step) and
+        raises BuildError.
         """
 
     @abc.abstractmethod

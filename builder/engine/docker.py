@@ -41,6 +41,47 @@ _SDK_ERRORS = (docker.errors.DockerException, *_TRANSPORT_ERRORS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SUCCESSFULLY_BUILT = re.compile(r"^Successfully built ([0-9a-f]+)$")
+_RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
+_CANCEL_POLL = 0.25  # seconds between looks at the cancel flag during a build
+
+
+class _StepContainer:
+    """Stops a cancelled build: kills the container of the RUN step in progress.
+
+    The classic builder runs each RUN in a container it names in its output
+    (" ---> Running in <id>"); killing it ends that step, and so the build,
+    even while the step prints nothing.
+    """
+
+    def __init__(self, api, cancel: threading.Event | None):
+        self._api = api
+        self._cancel = cancel
+        self._container: str | None = None
+        self._finished = threading.Event()
+        self.cancelled = False
+        if cancel is not None:
+            threading.Thread(target=self._watch, name="kiln-build-cancel",
+                             daemon=True).start()
+
+    def notice(self, line: str) -> None:
+        match = _RUNNING_IN.match(line)
+        if match:
+            self._container = match.group(1)
+
+    def stop(self) -> None:
+        self._finished.set()
+
+    def _watch(self) -> None:
+        while not self._finished.is_set():
+            if self._cancel.wait(_CANCEL_POLL):
+                self.cancelled = True
+                container = self._container
+                if container:
+                    try:
+                        self._api.kill(container)
+                    except _SDK_ERRORS:
+                        pass  # the step ended by itself meanwhile
+                return
 
 
 def split_reference(ref: str) -> tuple[str, str | None, str | None]:
@@ -166,7 +207,8 @@ class DockerEngine(Engine):
         except _SDK_ERRORS as exc:
             raise self._unreachable(exc) from exc
 
-    def build(self, request: BuildRequest) -> Iterator[str]:
+    def build(self, request: BuildRequest,
+              cancel: threading.Event | None = None) -> Iterator[str]:
         """Build with the classic builder, streaming its output.
 
         The output stream has no read timeout (a RUN step may be silent for
@@ -207,6 +249,7 @@ class DockerEngine(Engine):
         image_id = None
         short_id = None
         lines = _Lines()
+        step = _StepContainer(api, cancel)
         try:
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:
@@ -224,8 +267,11 @@ class DockerEngine(Engine):
                     match = _SUCCESSFULLY_BUILT.match(line)
                     if match:
                         short_id = match.group(1)
+                    step.notice(line)
                     tail.append(line)
                     yield line
+                if step.cancelled:
+                    raise failed("interrupted")
             for line in lines.flush():
                 tail.append(line)
                 yield line
@@ -234,9 +280,12 @@ class DockerEngine(Engine):
                 raise failed(_reason(exc)) from exc
             raise self._engine_error(f"building image {request.image!r}", exc) from exc
         finally:
+            step.stop()
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+        if step.cancelled:
+            raise failed("interrupted")
 
         image_id = image_id or self._resolve_id(short_id)
         if image_id is None:

@@ -27,10 +27,11 @@ def build(engine, context, dockerfile: str, tags, **request) -> list[str]:
 
 @pytest.fixture
 def unique_image(docker_engine, busybox_base, cleanup_images, tmp_path):
-    """An image of its own (a unique label), with one tag in the test's namespace."""
+    """An image of its own (a unique label and layer), tagged in the test's namespace."""
     ref = cleanup_images.ref("unique", "1")
     build(docker_engine, tmp_path / "unique",
-          f"FROM {busybox_base}\nLABEL kiln.test.unique={cleanup_images.namespace}\n", [ref])
+          f"FROM {busybox_base}\nLABEL kiln.test.unique={cleanup_images.namespace}\n"
+          f"RUN echo {cleanup_images.namespace} > /unique\n", [ref])
     return ref
 
 

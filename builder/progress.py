@@ -1,0 +1,105 @@
+"""Showing a run as it goes: a live rich view on a terminal, plain
+timestamped lines otherwise. Called from the scheduler's thread only."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from builder.scheduler import Status
+
+_FAILURES = (Status.FAILED, Status.PARENT_FAILED, Status.PUSH_FAILED)
+_FINISHED = (Status.BUILT, Status.UNCHANGED, Status.PUSHED, Status.SKIPPED)
+
+
+class PlainProgress:
+    """One timestamped line per event; --quiet keeps only failures."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+        self._stream = stream or sys.stderr
+        self._quiet = quiet
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def event(self, name: str, status: Status, detail: str) -> None:
+        if self._quiet and status not in _FAILURES:
+            return
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        text = f"{stamp} {name}: {status.value}"
+        if detail:
+            text += f" ({detail})"
+        print(text, file=self._stream, flush=True)
+
+
+class LiveProgress:
+    """A rich table of what is building (with elapsed time), done, failed and queued."""
+
+    def __init__(self, names: Iterable[str], console: Console | None = None):
+        self._console = console or Console(stderr=True)
+        self._status = {name: Status.QUEUED for name in names}
+        self._started: dict[str, float] = {}
+        self._durations: dict[str, float] = {}
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self._live = Live(get_renderable=self._render, console=self._console,
+                          refresh_per_second=4, transient=False)
+
+    def __enter__(self):
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._live.__exit__(*exc)
+
+    def event(self, name: str, status: Status, detail: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if status in (Status.BUILDING, Status.PUSHING) and name not in self._started:
+                self._started[name] = now
+            if status.done and name in self._started:
+                self._durations[name] = now - self._started.pop(name)
+            self._status[name] = status
+        if status in _FAILURES:
+            self._live.console.print(f"[red]{name}: {status.value}[/red]"
+                                     + (f" ({detail})" if detail else ""))
+
+    def _render(self) -> Table:
+        with self._lock:
+            statuses = dict(self._status)
+            started = dict(self._started)
+        now = time.monotonic()
+        counts = {
+            "done": sum(s in _FINISHED for s in statuses.values()),
+            "failed": sum(s in _FAILURES for s in statuses.values()),
+            "queued": sum(s is Status.QUEUED for s in statuses.values()),
+        }
+        table = Table(title=f"kiln-build  {now - self._t0:6.0f}s elapsed  "
+                            f"{counts['done']} done, {counts['failed']} failed, "
+                            f"{counts['queued']} queued, {len(started)} running "
+                            f"of {len(statuses)}",
+                      title_justify="left", show_edge=False)
+        table.add_column("image")
+        table.add_column("status")
+        table.add_column("elapsed", justify="right")
+        for name, start in sorted(started.items(), key=lambda item: item[1]):
+            table.add_row(name, statuses[name].value, f"{now - start:.0f}s")
+        return table
+
+
+def make_progress(names: Iterable[str], quiet: bool, stream: TextIO | None = None):
+    stream = stream or sys.stderr
+    if not quiet and stream.isatty():
+        return LiveProgress(names)
+    return PlainProgress(stream, quiet)
