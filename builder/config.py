@@ -18,6 +18,7 @@ from pathlib import Path
 
 from oslo_config import cfg
 
+from builder import kolla
 from builder.exceptions import ConfigError
 from builder.naming import ImageNaming
 from builder.sources import SourceSpec, parse_source
@@ -144,6 +145,10 @@ _cli_opts = [
                 help="Print only failures and the summary."),
     cfg.ListOpt("allowed-to-fail", default=[],
                 help="Images whose failure does not make the run fail."),
+    cfg.StrOpt("template-api", default="kiln", choices=["kiln", "kolla"],
+               help="What templates are given: kiln's template API, or "
+                    "Kolla's (render variables, functions and lenient "
+                    "undefined values of kolla-build) for Kolla's own tree."),
     cfg.StrOpt("undefined", default="strict", choices=["strict", "lenient"],
                help="strict: using an undefined template variable is an "
                     "error; lenient: it renders as an empty string."),
@@ -175,7 +180,8 @@ def _free_form_groups() -> list[cfg.OptGroup]:
 
 def list_opts():
     """Entry point for oslo-config-generator."""
-    return [(None, _cli_opts)] + [(group, []) for group in _free_form_groups()]
+    return ([(None, _cli_opts + kolla.CLI_OPTS)]
+            + [(group, []) for group in _free_form_groups()])
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ class TemplateSettings:
     strict_undefined: bool = True
     cache_dir: Path | None = None
     ca_bundle: str = ""   # its file name in every build context, when one is given
+    api: str = "kiln"     # the template API: "kiln" or "kolla"
+    kolla: kolla.KollaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +258,7 @@ class BuildSettings:
 
 def new_config() -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
-    conf.register_cli_opts(_cli_opts)
+    conf.register_cli_opts(_cli_opts + kolla.CLI_OPTS)
     for group in _free_form_groups():
         conf.register_group(group)
     return conf
@@ -388,6 +396,8 @@ def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> Buil
         strict_undefined=conf.undefined == "strict",
         cache_dir=_path(conf.template_cache_dir),
         ca_bundle=CA_BUNDLE_NAME if conf.ca_bundle else "",
+        api=conf.template_api,
+        kolla=kolla.settings_from_conf(conf) if conf.template_api == "kolla" else None,
     )
     if conf.push and not naming.registry:
         raise ConfigError("--push needs --registry: the images are pushed there")

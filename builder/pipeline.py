@@ -17,6 +17,7 @@ from builder.exceptions import TemplateError
 from builder.graph import build_graph, build_order
 from builder.render import RenderedImage, Renderer
 from builder.selection import Selection, select
+from builder.templateapi import KILN_API, TemplateAPI
 from builder.templateset import TemplateSet, load_template_set
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ class Plan:
     order: tuple[str, ...]  # the selected images, parents first
 
 
+def _template_api(settings: BuildSettings) -> TemplateAPI:
+    if settings.templates.api == "kolla":
+        from builder.kolla import kolla_api
+        return kolla_api(settings.templates.kolla, settings.naming)
+    return KILN_API
+
+
 def make_plan(settings: BuildSettings) -> Plan:
     templates = load_template_set(settings.templates.templates_dir,
                                   settings.templates.docker_dirs,
@@ -41,7 +49,8 @@ def make_plan(settings: BuildSettings) -> Plan:
                 f"image directory name {name!r} is not a valid image name "
                 f"(lower-case letters, digits, '.', '_', '-')",
                 path=str(templates.layers[0].root / image.directory))
-    renderer = Renderer(templates, settings.naming, settings.templates)
+    renderer = Renderer(templates, settings.naming, settings.templates,
+                        _template_api(settings))
     rendered = renderer.render_all()
     for unused in renderer.unused_override_blocks():
         LOG.warning("%s: block %r is overridden but no rendered image has "

@@ -27,12 +27,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from builder.config import TemplateSettings
 from builder.exceptions import KilnError, TemplateError
 from builder.naming import ImageNaming
+from builder.templateapi import KILN_API, TemplateAPI
 from builder.templateset import ImageDef, TemplateSet
 
 PARENT_MARKER = "kiln-parent:"
 OVERRIDE_PREFIX = "override:"
-# Lexer options of kiln's template API (they change the compiled code).
-SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
 
 
 def _bytecode_cache(directory: Path | None, syntax: Mapping[str, bool]
@@ -118,27 +117,11 @@ class KilnEnvironment(SandboxedEnvironment):
         return chain[position - 1]
 
 
-def customizable(context, values, list_name: str):
-    """Kolla's list hook: ``<image>_<list>_override``, else ``_append`` then ``_remove``."""
-    stem = f"{context['image_name'].replace('-', '_')}_{list_name}_"
-    override = context.get(stem + "override")
-    if override is not None and not isinstance(override, jinja2.Undefined):
-        return list(override)
-    result = list(values)
-    appended = context.get(stem + "append")
-    if appended is not None and not isinstance(appended, jinja2.Undefined):
-        result.extend(appended)
-    removed = context.get(stem + "remove")
-    if removed is not None and not isinstance(removed, jinja2.Undefined):
-        result = [value for value in result if value not in set(removed)]
-    return result
-
-
 class Renderer:
     """Renders the images of one template set; one instance per run."""
 
     def __init__(self, templates: TemplateSet, naming: ImageNaming,
-                 settings: TemplateSettings):
+                 settings: TemplateSettings, api: TemplateAPI = KILN_API):
         self._templates = templates
         self._naming = naming
         self._overrides = tuple(settings.overrides)
@@ -150,15 +133,17 @@ class Renderer:
         self._env = KilnEnvironment(
             chains,
             loader=self._loader,
-            undefined=(jinja2.StrictUndefined if settings.strict_undefined
-                       else jinja2.Undefined),
+            undefined=api.undefined or (jinja2.StrictUndefined if settings.strict_undefined
+                                        else jinja2.Undefined),
             auto_reload=False,
             cache_size=-1,
-            bytecode_cache=_bytecode_cache(settings.cache_dir, SYNTAX),
-            **SYNTAX,
+            bytecode_cache=_bytecode_cache(settings.cache_dir, api.syntax),
+            **api.syntax,
         )
-        self._env.filters["customizable"] = jinja2.pass_context(customizable)
+        self._env.filters.update(api.filters)
         self._env.globals["image_ref"] = self._image_ref
+        self._env.globals.update(api.globals)
+        self._image_variables = api.image_variables
         self._base_context = {
             **settings.variables,
             "namespace": naming.namespace,
@@ -167,6 +152,7 @@ class Renderer:
             "registry": naming.registry,
             "env": dict(settings.environment),
             "ca_bundle": settings.ca_bundle,
+            **api.variables,
         }
         self._layer_of = {str(o): "template override" for o in self._overrides}
         self._layer_of.update({str(layer.root): layer.describe()
@@ -184,6 +170,8 @@ class Renderer:
         chain = self._env.chains[image.name]
         context = {**self._base_context, "image_name": image.name,
                    "parent_template": PARENT_MARKER + image.name}
+        if self._image_variables is not None:
+            context.update(self._image_variables(image.name))
         try:
             template = self._env.get_template(chain[-1])
             ctx = template.new_context(context)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from builder.config import TemplateSettings
+from builder.customize import customizable
 from builder.exceptions import TemplateError
 from builder.naming import ImageNaming
-from builder.render import Renderer, customizable
+from builder.render import Renderer
 from builder.templateset import load_template_set
 
 

@@ -1,0 +1,35 @@
+"""What templates are given to work with: kiln's own template API, or a
+compatible one (``--template-api kolla``) for another project's tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from builder.customize import customizable
+
+# Lexer options of kiln's template API (they change the compiled code).
+KILN_SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+
+
+@dataclass(frozen=True)
+class TemplateAPI:
+    name: str
+    syntax: Mapping[str, bool] = field(default_factory=lambda: dict(KILN_SYNTAX))
+    # None: jinja2.StrictUndefined or jinja2.Undefined as --undefined says
+    undefined: type[jinja2.Undefined] | None = None
+    filters: Mapping[str, Callable] = field(default_factory=dict)
+    globals: Mapping[str, Any] = field(default_factory=dict)
+    # render variables of the whole run, added to (and overriding) kiln's own
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    # extra render variables of one image, by image name
+    image_variables: Callable[[str], Mapping[str, Any]] | None = None
+
+
+KILN_API = TemplateAPI(
+    name="kiln",
+    filters={"customizable": jinja2.pass_context(customizable)},
+)
