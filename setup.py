@@ -27,6 +27,8 @@ setup(
         ],
         "kiln.engines": [
             "docker = builder.engine.docker:DockerEngine",
+            "podman = builder.engine.podman:PodmanEngine",
+            "buildah = builder.engine.buildah:BuildahEngine",
         ],
         "oslo.config.opts": [
             "kiln-build = builder.config:list_opts",
