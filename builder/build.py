@@ -1,44 +1,44 @@
-"""What a worker does for one image: write its context, build it on the
-engine with its log file, push it. Returns a WorkResult; never touches run
-state (the scheduler owns that).
+"""What a worker does for one image: reuse an image with the same
+fingerprint, or build it on the engine (logging to its own file), scan its
+packages and stamp its labels; push it. Returns a WorkResult; never touches
+run state (the scheduler owns that).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from builder.config import CA_BUNDLE_NAME, RunOptions
-from builder.context import write_context
-from builder.engine.base import BuildRequest, Engine
+from builder.config import RunOptions
+from builder.engine.base import BuildRequest, Engine, ImageInfo
 from builder.exceptions import KilnError
-from builder.naming import ImageNaming
-from builder.render import RenderedImage
-from builder.scheduler import WorkResult
-from builder.sources import SourceSpec, prepare_source, scrub_url
+from builder.manifest import (
+    FINGERPRINT,
+    MANIFEST,
+    PACKAGE_SCAN,
+    PACKAGES,
+    canonical,
+    parse_packages,
+)
+from builder.prepare import PreparedImage
+from builder.scheduler import Status, WorkResult
+from builder.sources import scrub_url
 
 LOG = logging.getLogger(__name__)
-TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
 class BuildJob:
     """Everything the workers need, fixed before the run starts."""
 
-    rendered: Mapping[str, RenderedImage]
-    naming: ImageNaming
+    images: Mapping[str, PreparedImage]
     options: RunOptions
     work_dir: Path
     logs_dir: Path
-    source_cache: Path
-    sources: Mapping[str, SourceSpec] = field(default_factory=dict)
-    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 class Cancelled(KilnError):
@@ -55,67 +55,112 @@ class ImageBuilder:
         return self._job.logs_dir / f"{name}.log"
 
     def build(self, name: str, cancel: threading.Event) -> WorkResult:
-        job = self._job
-        ref = job.naming.ref(name)
+        image = self._job.images[name]
         with open(self.log_path(name), "a", encoding="utf-8") as log:
-            tail: deque[str] = deque(maxlen=TAIL_LINES)
             try:
-                context = self._prepare_context(name, log)
-                request = BuildRequest(
-                    image=name, context_dir=context, tags=(ref,),
-                    labels=dict(job.labels.get(name, {})),
-                    build_args=dict(job.options.build_args),
-                    network_mode=job.options.network_mode,
-                    pull=job.options.pull, no_cache=job.options.no_cache)
-                _write(log, f"building {ref} from {context}")
-                self._stream(self._engine.build(request, cancel), log, tail, name, cancel)
-                info = self._engine.inspect(ref)
-                if info is None:
-                    raise KilnError(f"the engine reported success but has no {ref}")
+                if not self._job.options.rebuild:
+                    existing = self._complete_image(image)
+                    if existing is not None:
+                        if image.ref not in existing.tags:
+                            self._engine.tag(existing.id, image.ref)
+                        _write(log, f"unchanged: {existing.id} has fingerprint "
+                                    f"{image.fingerprint}; tagged {image.ref}")
+                        return WorkResult(True, image_id=existing.id, status=Status.UNCHANGED)
+                image_id = self._build(image, log, cancel)
             except KilnError as exc:
                 _write(log, f"FAILED: {exc}")
                 return WorkResult(False, scrub_url(exc.message))
-            _write(log, f"built {ref} as {info.id}")
-            return WorkResult(True, image_id=info.id)
+            _write(log, f"built {image.ref} as {image_id}")
+            return WorkResult(True, image_id=image_id)
 
     def push(self, name: str, cancel: threading.Event) -> WorkResult:
-        ref = self._job.naming.ref(name)
+        ref = self._job.images[name].ref
         with open(self.log_path(name), "a", encoding="utf-8") as log:
             _write(log, f"pushing {ref}")
             try:
-                self._stream(self._engine.push(ref), log, deque(maxlen=TAIL_LINES),
-                             name, cancel)
+                self._stream(self._engine.push(ref), log, name, cancel)
             except KilnError as exc:
                 _write(log, f"PUSH FAILED: {exc}")
                 return WorkResult(False, scrub_url(exc.message))
             _write(log, f"pushed {ref}")
             return WorkResult(True)
 
-    def _prepare_context(self, name: str, log: TextIO) -> Path:
-        job = self._job
-        context = write_context(job.rendered[name], job.work_dir)
-        spec = job.sources.get(name)
-        if spec is not None and spec.enabled:
-            prepared = prepare_source(spec, context, job.source_cache)
-            _write(log, f"source {prepared.name}: {prepared.type} {prepared.location}"
-                        + (f" at {prepared.commit}" if prepared.commit else "")
-                        + f" (sha256 {prepared.sha256})")
-        if job.options.ca_bundle is not None:
-            shutil.copyfile(job.options.ca_bundle, context / CA_BUNDLE_NAME)
-        return context
+    def _complete_image(self, image: PreparedImage) -> ImageInfo | None:
+        """A local image kiln built and stamped with this fingerprint, if any.
 
-    def _stream(self, lines: Iterable[str], log: TextIO, tail: deque, name: str,
+        Labels are inherited, so an image built on top of a complete one (a
+        multi-stage build's intermediate stage, say) carries its fingerprint
+        too; only images tagged in the image's own repository count.
+        """
+        repository = image.ref.rpartition(":")[0]
+        found = [info for info in self._engine.find_by_label(FINGERPRINT, image.fingerprint)
+                 if any(tag.rpartition(":")[0] == repository for tag in info.tags)]
+        found.sort(key=lambda info: (image.ref not in info.tags, info.id))
+        return found[0] if found else None
+
+    def _build(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> str:
+        options = self._job.options
+        labels = self._labels(image)
+        request = BuildRequest(
+            image=image.name, context_dir=image.context, tags=(image.ref,), labels=labels,
+            build_args=dict(options.build_args), network_mode=options.network_mode,
+            pull=options.pull, no_cache=options.no_cache)
+        _write(log, f"building {image.ref} from {image.context}")
+        self._stream(self._engine.build(request, cancel), log, image.name, cancel)
+        packages = self._scan_packages(image, log)
+        # Stamp: the fingerprint and package list go on last, so an image that
+        # carries kiln.fingerprint is always complete.
+        stamp = self._job.work_dir / ".stamp" / image.name
+        stamp.mkdir(parents=True, exist_ok=True)
+        (stamp / "Dockerfile").write_text(f"FROM {image.ref}\n")
+        self._stream(self._engine.build(BuildRequest(
+            image=image.name, context_dir=stamp, tags=(image.ref,),
+            labels={FINGERPRINT: image.fingerprint, PACKAGES: canonical(packages)}),
+            cancel), log, image.name, cancel)
+        info = self._engine.inspect(image.ref)
+        if info is None:
+            raise KilnError(f"the engine reported success but has no {image.ref}")
+        return info.id
+
+    def _labels(self, image: PreparedImage) -> dict[str, str]:
+        manifest = dict(image.manifest)
+        parents = []
+        for parent in manifest["parents"]:
+            info = self._engine.inspect(parent["ref"])
+            parents.append({**parent, "id": info.id if info else None})
+        manifest["parents"] = parents
+        labels = dict(image.labels)
+        for parent in parents:
+            if parent["ref"] == image.base and parent["id"]:
+                labels["org.opencontainers.image.base.digest"] = parent["id"]
+        labels[MANIFEST] = canonical(manifest)
+        # Blank what the parent's labels would pass down until the stamp sets them.
+        labels[FINGERPRINT] = ""
+        labels[PACKAGES] = ""
+        return labels
+
+    def _scan_packages(self, image: PreparedImage, log: TextIO) -> dict:
+        try:
+            output = self._engine.run(image.ref, [PACKAGE_SCAN], entrypoint=["/bin/sh", "-c"])
+        except KilnError as exc:
+            _write(log, f"package scan found no shell or failed ({exc}); "
+                        f"kiln.packages is empty")
+            return {}
+        packages = parse_packages(output)
+        _write(log, "packages: " + ", ".join(f"{len(v)} {k}" for k, v in packages.items()))
+        return packages
+
+    def _stream(self, lines: Iterable[str], log: TextIO, name: str,
                 cancel: threading.Event) -> None:
         verbose = LOG.isEnabledFor(logging.DEBUG)
         for line in lines:
             log.write(line + "\n")
-            tail.append(line)
             if verbose:
                 LOG.debug("%s: %s", name, line)
             if cancel.is_set():
                 close = getattr(lines, "close", None)
                 if close is not None:
-                    close()  # the engine stops a build whose stream is closed
+                    close()
                 raise Cancelled(f"image {name!r}: interrupted")
         log.flush()
 

@@ -20,6 +20,7 @@ from oslo_config import cfg
 
 from builder import kolla
 from builder.exceptions import ConfigError
+from builder.manifest import DEFAULT_SECRET_ARGS
 from builder.naming import ImageNaming
 from builder.sources import SourceSpec, parse_source
 
@@ -143,6 +144,21 @@ _cli_opts = [
                     "<work-dir>/logs."),
     cfg.BoolOpt("quiet", short="q", default=False,
                 help="Print only failures and the summary."),
+    cfg.BoolOpt("rebuild", default=False,
+                help="Build every selected image even when the engine already "
+                     "holds one with the same kiln.fingerprint."),
+    cfg.ListOpt("secret-build-args", default=list(DEFAULT_SECRET_ARGS),
+                help="Build arguments (shell patterns) never written to "
+                     "labels nor counted in fingerprints."),
+    cfg.StrOpt("label-vendor", default="",
+               help="org.opencontainers.image.vendor of every image: who "
+                    "publishes it."),
+    cfg.StrOpt("label-authors", default="",
+               help="org.opencontainers.image.authors of every image."),
+    cfg.StrOpt("label-licenses", default="",
+               help="org.opencontainers.image.licenses of every image (SPDX)."),
+    cfg.StrOpt("label-url", default="",
+               help="org.opencontainers.image.url of every image."),
     cfg.ListOpt("allowed-to-fail", default=[],
                 help="Images whose failure does not make the run fail."),
     cfg.StrOpt("template-api", default="kiln", choices=["kiln", "kolla"],
@@ -242,6 +258,9 @@ class RunOptions:
     quiet: bool = False
     allowed_to_fail: tuple[str, ...] = ()
     skip_existing: bool = False
+    rebuild: bool = False
+    secret_build_args: tuple[str, ...] = DEFAULT_SECRET_ARGS
+    static_labels: Mapping[str, str] = field(default_factory=dict)  # OCI vendor, authors, ...
 
 
 @dataclass(frozen=True)
@@ -436,6 +455,11 @@ def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
         quiet=conf.quiet,
         allowed_to_fail=tuple(conf.allowed_to_fail),
         skip_existing=conf.skip_existing,
+        rebuild=conf.rebuild,
+        secret_build_args=tuple(conf.secret_build_args),
+        static_labels={f"org.opencontainers.image.{key}": value for key, value in (
+            ("vendor", conf.label_vendor), ("authors", conf.label_authors),
+            ("licenses", conf.label_licenses), ("url", conf.label_url)) if value},
     )
 
 

@@ -108,6 +108,7 @@ class ImageUse:
 class ParsedDockerfile:
     stages: tuple[Stage, ...]
     uses: tuple[ImageUse, ...]
+    args: tuple[str, ...] = ()   # every ARG name declared anywhere, sorted
 
     def external_refs(self) -> tuple[str, ...]:
         """The distinct refs of :attr:`uses`, in order of first appearance."""
@@ -155,7 +156,10 @@ def parse_dockerfile(text: str, path: str = "Dockerfile",
     uses: list[ImageUse] = []
     for stage, block in zip(stages, blocks, strict=True):
         uses.extend(_stage_uses(stage, block, stages, global_scope, ctx))
-    return ParsedDockerfile(stages=stages, uses=tuple(uses))
+    args = {name for instruction in preamble + [i for block in blocks for i in block]
+            if instruction.keyword == "ARG"
+            for name, _ in _arg_declarations(instruction, ctx)}
+    return ParsedDockerfile(stages=stages, uses=tuple(uses), args=tuple(sorted(args)))
 
 
 # --------------------------------------------------------------------------

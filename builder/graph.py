@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import networkx as nx
 
-from builder.dockerfile import parse_dockerfile
+from builder.dockerfile import ParsedDockerfile, parse_dockerfile
 from builder.exceptions import DockerfileError, GraphError
 from builder.naming import ImageNaming
 from builder.render import RenderedImage
@@ -50,8 +50,24 @@ def build_graph(rendered: Mapping[str, RenderedImage],
             if use.ref not in bases:
                 bases.append(use.ref)
         graph.nodes[name]["bases"] = tuple(bases)
+        graph.nodes[name]["base"] = final_base(parsed)
+        graph.nodes[name]["args"] = parsed.args
     _check_acyclic(graph)
     return graph
+
+
+def final_base(parsed: ParsedDockerfile) -> str | None:
+    """The image the last stage is built on (following earlier stages); None for scratch."""
+    stage = parsed.stages[-1]
+    by_name = {s.name: s for s in parsed.stages if s.name}
+    seen = set()
+    while stage.base.lower() in by_name and stage.index not in seen:
+        seen.add(stage.index)
+        earlier = by_name[stage.base.lower()]
+        if earlier.index >= stage.index:
+            break
+        stage = earlier
+    return None if stage.base == "scratch" else stage.base
 
 
 def _check_acyclic(graph: nx.DiGraph) -> None:

@@ -105,7 +105,9 @@ def priorities(graph: nx.DiGraph, names: Iterable[str],
 class Scheduler:
     def __init__(self, graph: nx.DiGraph, names: Iterable[str], build: BuildFn,
                  push: PushFn | None = None, options: SchedulerOptions = SchedulerOptions(),
-                 on_event: EventFn | None = None, clock: Callable[[], float] = time.monotonic):
+                 on_event: EventFn | None = None, clock: Callable[[], float] = time.monotonic,
+                 failed: Mapping[str, str] | None = None):
+        """``failed``: images that failed before the run (e.g. their sources)."""
         self._names = set(names)
         self._graph = graph
         self._build = build
@@ -118,6 +120,7 @@ class Scheduler:
         self._waiting = {name: sum(1 for p in graph.predecessors(name) if p in self._names)
                          for name in self._names}
         self._ready: list[tuple[float, str]] = []
+        self._failed_before = dict(failed or {})
         self.cancel = threading.Event()
 
     # -- public ------------------------------------------------------------
@@ -129,8 +132,11 @@ class Scheduler:
         through ``cancel``, and the interrupt is re-raised once the workers
         have returned; ``outcomes()`` still gives the partial result.
         """
+        for name, reason in sorted(self._failed_before.items()):
+            if name in self._names:
+                self._fail(name, Status.FAILED, reason)
         for name in sorted(self._names):
-            if self._waiting[name] == 0:
+            if self._waiting[name] == 0 and self._state[name].status is Status.QUEUED:
                 self._make_ready(name)
         builds = ThreadPoolExecutor(max(1, self._options.threads), "kiln-build")
         pushes = ThreadPoolExecutor(max(1, self._options.push_threads), "kiln-push")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from builder import config, report
 from builder.build import BuildJob, ImageBuilder
@@ -13,6 +14,7 @@ from builder.context import prepare_work_dir, write_context
 from builder.engine import load_engine
 from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK
 from builder.pipeline import Plan, make_plan
+from builder.prepare import prepare
 from builder.progress import make_progress
 from builder.scheduler import Scheduler, SchedulerOptions
 from builder.summary import exit_code, summarize, to_json, to_text, write_json
@@ -58,18 +60,22 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
             LOG.warning("config section [%s] defines a source, but the template "
                         "set has no image %r", name, name)
     to_build, skipped = _skip_existing(engine, settings, plan)
-    job = BuildJob(rendered=plan.rendered, naming=settings.naming, options=options,
-                   work_dir=work_dir, logs_dir=logs_dir,
-                   source_cache=config.cache_home() / "sources",
-                   sources=settings.sources)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    prepared = prepare(plan, settings, engine, to_build, work_dir,
+                       config.cache_home() / "sources", created)
+    job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
+                   logs_dir=logs_dir)
     builder = ImageBuilder(engine, job)
+    for name, reason in prepared.failed.items():
+        with open(builder.log_path(name), "a", encoding="utf-8") as log:
+            log.write(f"kiln: FAILED before building: {reason}\n")
     progress = make_progress(to_build, options.quiet)
     scheduler = Scheduler(
         plan.graph, to_build, builder.build,
         push=builder.push if options.push else None,
         options=SchedulerOptions(threads=options.threads, retries=options.retries,
                                  push_threads=options.push_threads),
-        on_event=progress.event)
+        on_event=progress.event, failed=prepared.failed)
     interrupted = False
     with progress:
         try:

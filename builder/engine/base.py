@@ -81,6 +81,10 @@ class Engine(abc.ABC):
         """The local image a reference or id names, or None if there is none."""
 
     @abc.abstractmethod
+    def find_by_label(self, key: str, value: str) -> list[ImageInfo]:
+        """Local images whose label ``key`` has exactly ``value``."""
+
+    @abc.abstractmethod
     def tag(self, ref: str, new_ref: str) -> None:
         """Give an existing local image (ref or id) another reference."""
 
@@ -93,8 +97,11 @@ class Engine(abc.ABC):
         """Remove a local reference (missing is not an error)."""
 
     @abc.abstractmethod
-    def run(self, ref: str, command: Sequence[str], timeout: int = 300) -> str:
+    def run(self, ref: str, command: Sequence[str], timeout: int = 300,
+            entrypoint: Sequence[str] | None = None) -> str:
         """Run a command in a new, removed-after container; return its stdout.
+
+        ``entrypoint`` replaces the image's entrypoint when given ([] clears it).
 
         Raises EngineError if the command exits non-zero.
         """

@@ -331,6 +331,15 @@ class DockerEngine(Engine):
             created=data.get("Created") or "",
         )
 
+    def find_by_label(self, key: str, value: str) -> list[ImageInfo]:
+        api = self._api()
+        try:
+            found = api.images(filters={"label": f"{key}={value}"})
+        except _SDK_ERRORS as exc:
+            raise self._engine_error(f"listing images labelled {key}", exc) from exc
+        infos = [self.inspect(image["Id"]) for image in found]
+        return [info for info in infos if info is not None]
+
     def tag(self, ref: str, new_ref: str) -> None:
         repository, tag, digest = split_reference(new_ref)
         if digest is not None:
@@ -368,13 +377,16 @@ class DockerEngine(Engine):
                 return
             raise self._engine_error(f"removing {ref}", exc) from exc
 
-    def run(self, ref: str, command: Sequence[str], timeout: int = 300) -> str:
-        """Run like ``docker run --rm ref command``: the image's entrypoint stays."""
+    def run(self, ref: str, command: Sequence[str], timeout: int = 300,
+            entrypoint: Sequence[str] | None = None) -> str:
+        """Run like ``docker run --rm [--entrypoint] ref command``."""
         api = self._api()
         shown = " ".join(command)
         doing = f"running {shown!r} in {ref}"
         try:
-            container = api.create_container(ref, command=list(command))
+            container = api.create_container(
+                ref, command=list(command),
+                entrypoint=list(entrypoint) if entrypoint is not None else None)
         except _SDK_ERRORS as exc:
             if _is_not_found(exc):
                 raise EngineError(f"{doing} failed: there is no local image {ref}") from exc

@@ -11,102 +11,11 @@ import subprocess
 import sys
 import tarfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import git
-import pytest
 
-from tests.conftest import FIXTURES
-
-BUILDSET = FIXTURES / "buildset"
-IMAGES = sorted(p.name for p in BUILDSET.iterdir() if (p / "Dockerfile.j2").exists())
-
-
-class Behaviour:
-    """What the test HTTP server does; reachable from build containers (host network)."""
-
-    def __init__(self, barrier_timeout: float = 60):
-        self.flaky_failures = 1
-        self.barrier = threading.Barrier(2, timeout=barrier_timeout)
-        self.started = threading.Event()
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        self.lock = threading.Lock()
-
-    def answer(self, path: str) -> tuple[int, bytes]:
-        with self.lock:
-            self.requests.append(path)
-        if path == "/flaky":
-            with self.lock:
-                if self.flaky_failures > 0:
-                    self.flaky_failures -= 1
-                    return 500, b"not yet"
-            return 200, b"flaky ok\n"
-        if path.startswith("/barrier/"):
-            try:
-                self.barrier.wait()
-            except threading.BrokenBarrierError:
-                return 500, b"the other build never arrived"
-            return 200, b"met\n"
-        if path.startswith("/started/"):
-            self.started.set()
-            return 200, b"ok\n"
-        if path.startswith("/files/") and path[7:] in self.files:
-            return 200, self.files[path[7:]]
-        return 404, b"no such thing"
-
-
-@pytest.fixture
-def server():
-    behaviour = Behaviour()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            status, body = behaviour.answer(self.path)
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    behaviour.port = httpd.server_address[1]
-    yield behaviour
-    behaviour.barrier.abort()
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def build(kiln, docker_engine, busybox_base, cleanup_images, server, tmp_path):
-    """Run kiln-build on the build set, in a namespace of its own; returns (result, summary)."""
-    namespace = cleanup_images.namespace
-    for name in IMAGES:
-        cleanup_images.track(f"{namespace}/{name}:latest")
-
-    def run(*args, config: str | None = None):
-        summary_file = tmp_path / f"summary-{len(list(tmp_path.glob('summary-*')))}.json"
-        extra = []
-        if config is not None:
-            conf = tmp_path / f"kiln-{summary_file.stem}.conf"
-            conf.write_text(config)
-            extra = ["--config-file", conf]
-        result = kiln("--templates-dir", BUILDSET, "--namespace", namespace,
-                      "--template-var", f"busybox={busybox_base}",
-                      "--template-var", f"port={server.port}",
-                      "--network-mode", "host", "--work-dir", tmp_path / "work",
-                      "--summary-json-file", summary_file, *extra, *args)
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-        return result, summary
-
-    run.namespace = namespace
-    return run
+from tests.integration.conftest import BUILDSET, IMAGES
 
 
 def by_name(summary, key):
