@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +39,16 @@ class BuildJob:
     options: RunOptions
     work_dir: Path
     logs_dir: Path
+    # fingerprint -> local images stamped with it, listed once before the run
+    existing: Mapping[str, tuple[ImageInfo, ...]] = field(default_factory=dict)
+
+
+def index_by_fingerprint(engine: Engine) -> dict[str, tuple[ImageInfo, ...]]:
+    index: dict[str, list[ImageInfo]] = {}
+    for info in engine.images_with_label(FINGERPRINT):
+        if info.labels.get(FINGERPRINT):
+            index.setdefault(info.labels[FINGERPRINT], []).append(info)
+    return {fp: tuple(infos) for fp, infos in index.items()}
 
 
 class Cancelled(KilnError):
@@ -93,7 +103,7 @@ class ImageBuilder:
         too; only images tagged in the image's own repository count.
         """
         repository = image.ref.rpartition(":")[0]
-        found = [info for info in self._engine.find_by_label(FINGERPRINT, image.fingerprint)
+        found = [info for info in self._job.existing.get(image.fingerprint, ())
                  if any(tag.rpartition(":")[0] == repository for tag in info.tags)]
         found.sort(key=lambda info: (image.ref not in info.tags, info.id))
         return found[0] if found else None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from builder import config, report
-from builder.build import BuildJob, ImageBuilder
+from builder.build import BuildJob, ImageBuilder, index_by_fingerprint
 from builder.cli import run, setup_logging
 from builder.context import prepare_work_dir, write_context
 from builder.engine import load_engine
@@ -64,7 +64,8 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
     prepared = prepare(plan, settings, engine, to_build, work_dir,
                        config.cache_home() / "sources", created)
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
-                   logs_dir=logs_dir)
+                   logs_dir=logs_dir,
+                   existing={} if options.rebuild else index_by_fingerprint(engine))
     builder = ImageBuilder(engine, job)
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:

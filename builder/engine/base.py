@@ -81,8 +81,8 @@ class Engine(abc.ABC):
         """The local image a reference or id names, or None if there is none."""
 
     @abc.abstractmethod
-    def find_by_label(self, key: str, value: str) -> list[ImageInfo]:
-        """Local images whose label ``key`` has exactly ``value``."""
+    def images_with_label(self, key: str) -> list[ImageInfo]:
+        """Every local image carrying label ``key`` (any value), in one engine call."""
 
     @abc.abstractmethod
     def tag(self, ref: str, new_ref: str) -> None:

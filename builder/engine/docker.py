@@ -331,14 +331,19 @@ class DockerEngine(Engine):
             created=data.get("Created") or "",
         )
 
-    def find_by_label(self, key: str, value: str) -> list[ImageInfo]:
+    def images_with_label(self, key: str) -> list[ImageInfo]:
         api = self._api()
         try:
-            found = api.images(filters={"label": f"{key}={value}"})
+            found = api.images(filters={"label": key})
         except _SDK_ERRORS as exc:
             raise self._engine_error(f"listing images labelled {key}", exc) from exc
-        infos = [self.inspect(image["Id"]) for image in found]
-        return [info for info in infos if info is not None]
+        return [ImageInfo(
+            id=image["Id"],
+            tags=tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>"),
+            labels=dict(image.get("Labels") or {}),
+            repo_digests=tuple(d for d in image.get("RepoDigests") or ()
+                               if d != "<none>@<none>"),
+            created=str(image.get("Created") or "")) for image in found]
 
     def tag(self, ref: str, new_ref: str) -> None:
         repository, tag, digest = split_reference(new_ref)

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""A no-change kiln-build run against rebuilding with the engine's layer cache.
+
+Generates a set of N busybox-based images (default 32, a tree up to depth 4,
+each with its own context file and RUN step), builds it once with kiln, then
+measures in the same run:
+
+- kiln: a second `kiln-build` of the same set (every image `unchanged`),
+  process start to exit;
+- baseline: `docker build` of every rendered context, one after the other,
+  with the layer cache warm (a first pass warms it; the second is timed).
+
+Prints both times and kiln/baseline (target <= 0.1). Needs a Docker engine
+and /usr/bin/busybox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DOCKER = shutil.which("docker", path="/usr/bin") or "docker"
+BASE = "kiln-bench-base/busybox:latest"
+
+
+def make_base(tmp: Path) -> None:
+    context = tmp / "busybox"
+    context.mkdir()
+    shutil.copy("/usr/bin/busybox", context / "busybox")
+    (context / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\n'
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
+    subprocess.run([DOCKER, "build", "-q", "-t", BASE, str(context)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def make_set(root: Path, count: int) -> list[str]:
+    names = [f"img-{i:02d}" for i in range(count)]
+    for i, name in enumerate(names):
+        directory = root / name
+        directory.mkdir(parents=True)
+        parent = '"' + BASE + '"' if i == 0 else f'image_ref("{names[(i - 1) // 3]}")'
+        (directory / "Dockerfile.j2").write_text(
+            f"FROM {{{{ {parent} }}}}\nCOPY data.txt /data/{name}.txt\n"
+            f"RUN cat /data/{name}.txt > /{name}.out\n")
+        (directory / "data.txt").write_text(f"{name}\n")
+    return names
+
+
+def kiln_build(root: Path, work: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "builder.cli.build", "--templates-dir", str(root),
+                    "--namespace", "kiln-bench", "--work-dir", str(work), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def docker_builds(work: Path, names: list[str]) -> float:
+    start = time.perf_counter()
+    for name in names:
+        subprocess.run([DOCKER, "build", "-q", "-t", f"kiln-bench-plain/{name}:latest",
+                        str(work / name)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_base(tmp)
+        names = make_set(tmp / "set", args.images)
+        work = tmp / "work"
+        first = kiln_build(tmp / "set", work)
+        noop = kiln_build(tmp / "set", work)
+        docker_builds(work, names)          # warm the cache for plain builds
+        warm = docker_builds(work, names)
+        print(f"{args.images} images: first kiln build {first:.2f} s; "
+              f"no-change kiln run {noop:.2f} s; docker build per image, cache warm "
+              f"{warm:.2f} s; ratio {noop / warm:.3f} (target <= 0.1)")
+        subprocess.run(f"{DOCKER} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' "
+                       f"| grep '^kiln-bench' | xargs -r {DOCKER} rmi -f",
+                       shell=True, check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
