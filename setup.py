@@ -16,9 +16,10 @@ setup(
         "docker>=7.0",
         "GitPython>=3.1.30",
         "rich>=13.0",
+        "requests>=2.31",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "cryptography>=41"],
     },
     entry_points={
         "console_scripts": [
