@@ -64,6 +64,7 @@ class Outcome:
     duration: float = 0.0          # seconds spent building (all attempts)
     push_duration: float = 0.0
     attempts: int = 0
+    build_status: Status | None = None   # BUILT or UNCHANGED, also once pushed
 
 
 @dataclass
@@ -76,6 +77,7 @@ class _State:
     attempts: int = 0
     push_attempts: int = 0
     started: float = 0.0
+    build_status: Status | None = None
 
 
 BuildFn = Callable[[str, threading.Event], WorkResult]
@@ -167,7 +169,7 @@ class Scheduler:
 
     def outcomes(self) -> dict[str, Outcome]:
         return {name: Outcome(name, s.status, s.reason, s.image_id, s.build_time,
-                              s.push_time, s.attempts)
+                              s.push_time, s.attempts, s.build_status)
                 for name, s in sorted(self._state.items())}
 
     # -- internals (scheduler thread only) -----------------------------------
@@ -216,7 +218,7 @@ class Scheduler:
             self._fail(name, Status.FAILED, result.reason)
             return
         state.image_id = result.image_id
-        state.status = result.status or Status.BUILT
+        state.status = state.build_status = result.status or Status.BUILT
         self._on_event(name, state.status, "")
         for child in sorted(self._graph.successors(name)):
             if child in self._names:

@@ -13,10 +13,11 @@ from builder.cli import run, setup_logging
 from builder.context import prepare_work_dir, write_context
 from builder.engine import load_engine
 from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK
+from builder.history import load_durations, save_durations
 from builder.pipeline import Plan, make_plan
 from builder.prepare import prepare
 from builder.progress import make_progress
-from builder.scheduler import Scheduler, SchedulerOptions
+from builder.scheduler import Scheduler, SchedulerOptions, Status
 from builder.summary import exit_code, summarize, to_json, to_text, write_json
 
 PROG = "kiln-build"
@@ -71,11 +72,16 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
             log.write(f"kiln: FAILED before building: {reason}\n")
     progress = make_progress(to_build, options.quiet)
+    history = config.cache_home() / "durations.json"
+    known = load_durations(history)
     scheduler = Scheduler(
         plan.graph, to_build, builder.build,
         push=builder.push if options.push else None,
-        options=SchedulerOptions(threads=options.threads, retries=options.retries,
-                                 push_threads=options.push_threads),
+        options=SchedulerOptions(
+            threads=options.threads, retries=options.retries,
+            push_threads=options.push_threads,
+            estimates={name: known[ref] for name in to_build
+                       if (ref := settings.naming.repository(name)) in known}),
         on_event=progress.event, failed=prepared.failed)
     interrupted = False
     with progress:
@@ -84,6 +90,9 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
         except KeyboardInterrupt:
             interrupted = True
             outcomes = scheduler.outcomes()
+    save_durations(history, {settings.naming.repository(name): outcome.duration
+                             for name, outcome in outcomes.items()
+                             if outcome.build_status is Status.BUILT})
     result = summarize(
         outcomes, settings.naming, skipped=skipped,
         not_matched=plan.selection.not_matched | plan.selection.excluded,

@@ -191,3 +191,26 @@ def test_events_report_progress_in_order():
               on_event=lambda name, status, detail: events.append((name, status))).run()
     assert events == [("a", Status.BUILDING), ("a", Status.BUILT),
                       ("b", Status.BUILDING), ("b", Status.BUILT)]
+
+
+def test_build_status_survives_push():
+    graph = dag(nodes=["new", "old"])
+
+    def build(name, cancel):
+        return WorkResult(True, status=Status.UNCHANGED if name == "old" else None)
+
+    outcomes = Scheduler(graph, graph.nodes, build, push=lambda n, c: WorkResult(True)).run()
+    assert outcomes["new"].build_status is Status.BUILT
+    assert outcomes["old"].build_status is Status.UNCHANGED
+    assert {o.status for o in outcomes.values()} == {Status.PUSHED}
+
+
+def test_durations_history_round_trip(tmp_path):
+    from builder.history import load_durations, save_durations
+    path = tmp_path / "d.json"
+    assert load_durations(path) == {}
+    save_durations(path, {"kiln/a": 12.3456})
+    save_durations(path, {"kiln/b": 1.0})
+    assert load_durations(path) == {"kiln/a": 12.346, "kiln/b": 1.0}
+    path.write_text("not json")
+    assert load_durations(path) == {}
