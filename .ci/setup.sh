@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(docker.io docker-registry skopeo busybox-static graphviz git apache2-utils
-          debootstrap python3-venv)
+          debootstrap python3-venv podman buildah)
 DOCKER=/usr/bin/docker
 DOCKERD=/usr/sbin/dockerd
 DOCKERD_LOG=/var/log/kiln-dockerd.log
@@ -84,14 +84,17 @@ configure_podman() {
     if ! command -v podman >/dev/null 2>&1; then
         return
     fi
-    if [ -e "$conf" ]; then
+    # Where root cannot raise resource limits (in a container, say), podman's
+    # default ulimits make every `podman run` fail; an empty list makes
+    # containers inherit podman's own limits. A nofile-only list still fails
+    # on nproc, so such a file (an older advice) is replaced too.
+    if [ -e "$conf" ] && ! grep -qx 'default_ulimits = \["nofile=20000:20000"\]' "$conf"; then
         say "podman: $conf exists, left alone"
         return
     fi
     say "podman: writing $conf"
     "${SUDO[@]}" mkdir -p /etc/containers
-    printf '[containers]\ndefault_ulimits = ["nofile=20000:20000"]\n' |
-        "${SUDO[@]}" tee "$conf" >/dev/null
+    printf '[containers]\ndefault_ulimits = []\n' | "${SUDO[@]}" tee "$conf" >/dev/null
 }
 
 install_missing
