@@ -19,7 +19,7 @@ setup(
         "requests>=2.31",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "cryptography>=41"],
+        "test": ["pytest>=7", "hypothesis>=6", "cryptography>=41", "PyYAML>=6"],
     },
     entry_points={
         "console_scripts": [

@@ -72,6 +72,8 @@ MAX_MANIFEST_BYTES = 4 << 20     # registries refuse larger manifests
 MAX_CONFIG_BYTES = 32 << 20      # an image config is JSON, normally a few KiB
 MAX_BACKOFF = 30.0               # seconds, the longest pause between two tries
 MAX_TAG_PAGES = 10_000
+CATALOG_PAGE = 1000
+MAX_CATALOG_PAGES = 10_000
 MAX_INDEX_DEPTH = 4
 MAX_REDIRECTS = 5
 TOKEN_LIFETIME = 60              # seconds, when the token service does not say
@@ -97,6 +99,10 @@ class RegistryError(KilnError):
         super().__init__(message, **kwargs)
         self.registry = registry
         self.repository = repository
+
+
+class CatalogUnavailable(RegistryError):
+    """The registry does not list its repositories (GET /v2/_catalog refused)."""
 
 
 @dataclass(frozen=True)
@@ -456,11 +462,13 @@ class RegistryClient:
         """The digest a tag names (one HEAD request), or None if there is no such manifest."""
         return self._head_manifest(repository, reference, _pull(repository))
 
-    def manifest(self, repository: str, reference: str) -> ManifestInfo | None:
+    def manifest(self, repository: str, reference: str,
+                 labels: bool = True) -> ManifestInfo | None:
         """The manifest a tag or digest names, with the labels of its image config; None if absent.
 
         For an index (multi-platform image) the labels are those of its
-        linux/amd64 image, else of its first image.
+        linux/amd64 image, else of its first image. ``labels=False`` skips
+        the config blob (one request less): digests only.
         """
         top = self._get_manifest(repository, reference, _pull(repository))
         if top is None:
@@ -476,15 +484,46 @@ class RegistryClient:
                     f"the index {self.reference(repository, reference)} lists manifest "
                     f"{_short(child)}, which the registry does not have",
                     registry=self.host, repository=repository)
-        config_digest, labels, created = None, {}, None
+        config_digest, found_labels, created = None, {}, None
         if image.media_type in IMAGE_MANIFESTS:
             descriptor = image.document.get("config") or {}
             config_digest = descriptor.get("digest")
-            if config_digest and descriptor.get("mediaType", IMAGE_CONFIGS[0]) in IMAGE_CONFIGS:
-                labels, created = self._read_config(repository, reference, config_digest)
+            if (labels and config_digest
+                    and descriptor.get("mediaType", IMAGE_CONFIGS[0]) in IMAGE_CONFIGS):
+                found_labels, created = self._read_config(repository, reference, config_digest)
         return ManifestInfo(digest=top.digest, media_type=top.media_type,
-                            config_digest=config_digest, labels=labels, created=created,
+                            config_digest=config_digest, labels=found_labels, created=created,
                             size=len(top.data))
+
+    def list_repositories(self) -> list[str]:
+        """Every repository the registry lists in its catalog (``/v2/_catalog``, paginated).
+
+        Raises CatalogUnavailable where the registry keeps its catalog to itself.
+        """
+        url = f"{self.base_url}/v2/_catalog?n={CATALOG_PAGE}"
+        doing = f"listing the repositories of registry {self.host}"
+        repositories: list[str] = []
+        seen = {url}
+        for _ in range(MAX_CATALOG_PAGES):
+            with self._request("GET", url, "registry:catalog:*", doing) as response:
+                if response.status_code in (401, 403, 404, 405):
+                    raise CatalogUnavailable(
+                        f"registry {self.host} does not list its repositories "
+                        f"(/v2/_catalog answered HTTP {response.status_code})",
+                        registry=self.host)
+                if response.status_code != 200:
+                    raise self._unexpected(response, doing)
+                body = self._json(response, doing, None)
+                page = body.get("repositories") if isinstance(body, dict) else None
+                repositories.extend(str(r) for r in page or [])
+                following = response.links.get("next", {}).get("url")
+            if not following:
+                break
+            url = urljoin(url, following)
+            if url in seen:
+                break
+            seen.add(url)
+        return sorted(set(repositories))
 
     def put_manifest(self, repository: str, reference: str, data: bytes,
                      media_type: str) -> str:

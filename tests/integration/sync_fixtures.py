@@ -1,0 +1,120 @@
+"""Fixtures for kiln-registry sync tests: small fingerprinted images and a CLI runner.
+
+- ``image_maker``: builds tiny busybox-based images stamped with a chosen
+  ``kiln.fingerprint`` (as kiln-build would stamp them) in a unique namespace,
+  removed after the test. Much faster than a kiln-build run, and the
+  fingerprint is under the test's control.
+- ``kiln_registry``: runs ``kiln-registry`` in-process; returns (code, out, err).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from builder.cli.registry import main as registry_main
+from builder.engine.base import BuildRequest, EngineError, ImageInfo
+from builder.engine.docker import DockerEngine
+from builder.manifest import FINGERPRINT, MANIFEST
+from builder.registry import Credentials, RegistryClient, RegistryOptions
+from tests.conftest import Result
+from tests.integration.conftest import TestImages
+from tests.integration.registry_fixtures import PASSWORD, USERNAME
+
+FAST = {"backoff": 0.01}
+
+
+def fingerprint_of(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class ImageMaker:
+    """``make(name, tag, version)``: ``<namespace>/<name>:<tag>``, fingerprint from version."""
+
+    engine: DockerEngine
+    base: str
+    tracked: TestImages
+    workdir: Path
+    built: dict[str, ImageInfo] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.tracked.namespace
+
+    def make(self, name: str, tag: str, version: str) -> ImageInfo:
+        """An image whose content and fingerprint depend on (name, version) only."""
+        context = self.workdir / f"{name}-{version}"
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "stamp").write_text(f"{name} {version}\n")
+        (context / "Dockerfile").write_text(f"FROM {self.base}\nCOPY stamp /stamp\n")
+        ref = self.tracked.ref(name, tag)
+        labels = {FINGERPRINT: fingerprint_of(f"{name} {version}"),
+                  MANIFEST: json.dumps({"kiln": "test", "image": name,
+                                        "build_args": {"VERSION": version}})}
+        for _ in self.engine.build(BuildRequest(image=name, context_dir=context, tags=(ref,),
+                                                labels=labels)):
+            pass
+        info = self.engine.inspect(ref)
+        assert info is not None
+        self.built[ref] = info
+        return info
+
+    def track_pushed(self, host: str, name: str, tags: list[str]) -> None:
+        """Local tags sync makes for the engine to push (removed by sync; tracked in case)."""
+        for tag in tags:
+            self.tracked.ref(name, tag, host=host)
+
+
+@pytest.fixture
+def image_maker(docker_engine, busybox_base, cleanup_images, tmp_path) -> Iterator[ImageMaker]:
+    maker = ImageMaker(docker_engine, busybox_base, cleanup_images, tmp_path / "images")
+    yield maker
+    cleanup_images.remove_all()
+    for info in maker.built.values():    # the images a later build took the tag from
+        try:
+            docker_engine.remove(info.id)
+        except EngineError:
+            pass
+
+
+@pytest.fixture
+def kiln_registry(capsys, monkeypatch):
+    """``kiln_registry(*args, stdin=None)`` -> Result(code, out, err)."""
+
+    def run(*args, stdin: str | None = None) -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        code = registry_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def no_docker_login(tmp_path_factory, monkeypatch):
+    """No test sees the user's own Docker logins."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
+
+
+def plain_client(host: str, session=None, **options) -> RegistryClient:
+    return RegistryClient(host, RegistryOptions(insecure=True, **{**FAST, **options}),
+                          session=session)
+
+
+def tls_client(reg, session=None, **options) -> RegistryClient:
+    return RegistryClient(reg.host, RegistryOptions(
+        ca_cert=reg.ca_cert, credentials=Credentials(USERNAME, PASSWORD),
+        **{**FAST, **options}), session=session)
+
+
+def tls_args(reg) -> list[str]:
+    """kiln-registry options for the TLS + htpasswd registry (password on stdin)."""
+    return ["--ca-cert", reg.ca_cert, "--username", USERNAME, "--password-stdin"]
