@@ -117,7 +117,7 @@ storage:
     enabled: true
 http:
   addr: {host}
-"""
+{extra}"""
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +131,7 @@ def registry(tmp_path_factory) -> Iterator[Registry]:
     storage.mkdir()
     host = f"127.0.0.1:{free_port()}"
     config = workdir / "config.yml"
-    config.write_text(REGISTRY_CONFIG.format(storage=storage, host=host))
+    config.write_text(REGISTRY_CONFIG.format(storage=storage, host=host, extra=""))
     log_path = workdir / "registry.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log,

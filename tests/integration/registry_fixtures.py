@@ -30,27 +30,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import free_port, unavailable
+from tests.integration.conftest import REGISTRY_CONFIG, free_port, unavailable
 
 USERNAME = "kiln"
 PASSWORD = "s3cret-Pa55word"
 SERVICE = "kiln-test-registry"
 ISSUER = "kiln-test-issuer"
 
-_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: {host}
-{extra}"""
+
 
 
 def _crypto():
@@ -151,7 +138,7 @@ def start_registry(workdir: Path, extra_config: str, *, tls: TestPKI | None = No
         extra_config = (f"  tls:\n    certificate: {tls.server_cert}\n"
                         f"    key: {tls.server_key}\n") + extra_config
     config = workdir / "config.yml"
-    config.write_text(_CONFIG.format(storage=storage, host=host, extra=extra_config))
+    config.write_text(REGISTRY_CONFIG.format(storage=storage, host=host, extra=extra_config))
     with open(workdir / "registry.log", "wb") as log:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
