@@ -13,6 +13,7 @@ setup(
         "Jinja2>=3.1",
         "networkx>=3.0",
         "oslo.config>=9.0",
+        "PyYAML>=5.1",
         "docker>=7.0",
         "GitPython>=3.1.30",
         "rich>=13.0",

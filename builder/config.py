@@ -373,9 +373,13 @@ def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceS
 
 
 def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> BuildSettings:
+    kolla_settings = (kolla.settings_from_conf(conf) if conf.template_api == "kolla"
+                      else None)
     naming = ImageNaming(registry=conf.registry.strip("/"),
                          namespace=conf.namespace.strip("/"),
                          prefix=conf.image_name_prefix, tag=conf.tag)
+    if kolla_settings is not None:  # Kolla's namespace and tag unless given
+        naming = kolla.kolla_naming(kolla_settings, naming)
     naming.validate()
     outputs = Outputs(
         template_only=conf.template_only,
@@ -416,7 +420,7 @@ def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> Buil
         cache_dir=_path(conf.template_cache_dir),
         ca_bundle=CA_BUNDLE_NAME if conf.ca_bundle else "",
         api=conf.template_api,
-        kolla=kolla.settings_from_conf(conf) if conf.template_api == "kolla" else None,
+        kolla=kolla_settings,
     )
     if conf.push and not naming.registry:
         raise ConfigError("--push needs --registry: the images are pushed there")

@@ -17,5 +17,6 @@ def customizable(context, values, list_name: str):
         result.extend(appended)
     removed = context.get(stem + "remove")
     if removed is not None and not isinstance(removed, jinja2.Undefined):
-        result = [value for value in result if value not in set(removed)]
+        removed = list(removed)  # items may be unhashable (dicts of apt keys)
+        result = [value for value in result if value not in removed]
     return result

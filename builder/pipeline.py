@@ -57,6 +57,9 @@ def make_plan(settings: BuildSettings) -> Plan:
                     "it (misspelt, or meant for another image set?)",
                     unused.path, unused.block)
     graph = build_graph(rendered, settings.naming)
+    if settings.templates.kolla is not None:
+        from builder.kolla import without_unbuildable
+        graph = without_unbuildable(graph, settings.templates.kolla)
     selection = select(graph, settings.selection)
     return Plan(templates, rendered, graph, selection,
                 tuple(build_order(graph, selection.selected)))

@@ -127,6 +127,8 @@ class Renderer:
         self._overrides = tuple(settings.overrides)
         override_names = tuple(f"{OVERRIDE_PREFIX}{i}"
                                for i in range(len(self._overrides)))
+        if api.overrides_first_on_top:
+            override_names = override_names[::-1]
         self._loader = _LayeredLoader(templates, self._overrides)
         chains = {name: image.chain + override_names
                   for name, image in templates.images.items()}
@@ -144,6 +146,7 @@ class Renderer:
         self._env.globals["image_ref"] = self._image_ref
         self._env.globals.update(api.globals)
         self._image_variables = api.image_variables
+        self._postprocess = api.postprocess
         self._base_context = {
             **settings.variables,
             "namespace": naming.namespace,
@@ -184,6 +187,8 @@ class Renderer:
         except Exception as exc:  # anything a template does wrong
             raise self._runtime_error(exc, image) from exc
         self._note_blocks(ctx.blocks)
+        if self._postprocess is not None:
+            text = self._postprocess(image.name, text)
         return RenderedImage(
             name=image.name,
             dockerfile=text,

@@ -27,6 +27,12 @@ class TemplateAPI:
     variables: Mapping[str, Any] = field(default_factory=dict)
     # extra render variables of one image, by image name
     image_variables: Callable[[str], Mapping[str, Any]] | None = None
+    # (image name, rendered Dockerfile) -> the Dockerfile kiln keeps
+    postprocess: Callable[[str, str], str] | None = None
+    # True: the first --template-override file is the one rendered and each
+    # extends the next, so top-level code runs in file order and a later
+    # file's {% set %} wins (Kolla reads its override files as one text)
+    overrides_first_on_top: bool = False
 
 
 KILN_API = TemplateAPI(
