@@ -22,7 +22,7 @@ Where kiln differs from kolla-build on purpose:
   pastes them into one text and deletes their ``extends`` lines). The output
   is the same unless two files set the same top-level variable: kolla-build
   keeps the later file's, which needs the first file on top of the chain
-  (``TemplateAPI.overrides_first_on_top``, used when kiln has it). Text
+  (``TemplateAPI.overrides_first_on_top``). Text
   before ``{% extends %}`` in a second or later file is output by kiln.
 - ``env`` holds the proxy variables and the ``--template-env`` ones, not the
   whole process environment.
@@ -36,7 +36,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -866,7 +866,6 @@ def render_variables(settings: KollaSettings, naming: ImageNaming) -> dict[str, 
     }
 
 
-_API_FIELDS = {f.name for f in fields(TemplateAPI)}
 
 
 def kolla_api(settings: KollaSettings, naming: ImageNaming) -> TemplateAPI:
@@ -883,17 +882,11 @@ def kolla_api(settings: KollaSettings, naming: ImageNaming) -> TemplateAPI:
     def cleanup_repos(context):
         return repos.cleanup_repos(context)
 
-    extra: dict[str, Any] = {}
     # kolla-build reads its override files as one template, in order, so a
-    # later file's top-level {% set %} wins: the first file must be on top of
-    # the chain (a kiln with the field; see the module's notes)
-    if "overrides_first_on_top" in _API_FIELDS:
-        extra["overrides_first_on_top"] = True
+    # later file's top-level {% set %} wins: the first file goes on top of
+    # the chain (see the module's notes).
+    extra: dict[str, Any] = {"overrides_first_on_top": True}
     if settings.pip_args:
-        if "postprocess" not in _API_FIELDS:
-            raise ConfigError("pip_index_url, pip_trusted_host and pip_extra_index_url "
-                              "need a kiln whose template API can post-process "
-                              "rendered Dockerfiles")
         pip_args = settings.pip_args
         extra["postprocess"] = lambda _name, text: insert_pip_args(text, pip_args)
     return TemplateAPI(
