@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -43,11 +44,28 @@ class BuildJob:
     existing: Mapping[str, tuple[ImageInfo, ...]] = field(default_factory=dict)
 
 
-def index_by_fingerprint(engine: Engine) -> dict[str, tuple[ImageInfo, ...]]:
+def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
+                    threads: int = 8) -> dict[str, tuple[ImageInfo, ...]]:
+    """fingerprint -> local images stamped with it, for the images to build.
+
+    The common case, every target reference already naming an image with its
+    fingerprint, costs one inspect per image (in parallel); only otherwise is
+    every fingerprinted image of the engine listed (to reuse an image under a
+    new tag), once for the run.
+    """
+    with ThreadPoolExecutor(max(1, threads), "kiln-inspect") as pool:
+        current = dict(zip(images, pool.map(lambda image: engine.inspect(image.ref),
+                                            images.values()), strict=True))
     index: dict[str, list[ImageInfo]] = {}
-    for info in engine.images_with_label(FINGERPRINT):
-        if info.labels.get(FINGERPRINT):
-            index.setdefault(info.labels[FINGERPRINT], []).append(info)
+    for name, info in current.items():
+        fp = images[name].fingerprint
+        if info is None or info.labels.get(FINGERPRINT) != fp:
+            index = {}
+            for found in engine.images_with_label(FINGERPRINT):
+                if found.labels.get(FINGERPRINT):
+                    index.setdefault(found.labels[FINGERPRINT], []).append(found)
+            break
+        index.setdefault(fp, []).append(info)
     return {fp: tuple(infos) for fp, infos in index.items()}
 
 

@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from builder.config import CA_BUNDLE_NAME, BuildSettings
 from builder.context import write_context
 from builder.engine.base import Engine
@@ -161,6 +159,8 @@ def _local_id(ref: str, engine: Engine, cache: dict[str, str | None]) -> str | N
 
 def layer_info(layers: Sequence[Layer]) -> list[LayerInfo]:
     """Each template layer with the git state of the checkout holding it, if any."""
+    import git  # slow to load: only when building
+
     result = []
     for layer in layers:
         try:

@@ -50,11 +50,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import IO
-
-import git
+from typing import IO, TYPE_CHECKING
 
 from builder.exceptions import KilnError
+
+if TYPE_CHECKING:
+    import git
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z, as in builder.context
 SOURCE_TYPES = ("local", "git", "url")
@@ -697,6 +698,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _cache_repo(spec: SourceSpec, path: Path) -> git.Repo:
+    import git  # imported when a git source is used: it is slow to load
     if path.exists():
         try:
             return git.Repo(path)
@@ -719,6 +721,7 @@ def _git_reason(exc: git.GitCommandError) -> str:
 
 
 def _git(repo: git.Repo, remote: _Remote, *args: str) -> None:
+    import git  # imported when a git source is used: it is slow to load
     command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git"]
     for item in remote.config:
         command += ["-c", item]
@@ -727,6 +730,7 @@ def _git(repo: git.Repo, remote: _Remote, *args: str) -> None:
 
 def _fetch(spec: SourceSpec, repo: git.Repo, remote: _Remote, *refspecs: str,
            quiet_missing: bool = False) -> bool:
+    import git  # imported when a git source is used: it is slow to load
     try:
         _git(repo, remote, "fetch", "--quiet", "--force", "--prune", "--no-tags", "--",
              remote.url, *refspecs)
@@ -740,6 +744,7 @@ def _fetch(spec: SourceSpec, repo: git.Repo, remote: _Remote, *refspecs: str,
 
 
 def _rev(repo: git.Repo, name: str) -> str | None:
+    import git  # imported when a git source is used: it is slow to load
     try:
         return repo.git.rev_parse("--verify", "--quiet", "--end-of-options",
                                   f"{name}^{{commit}}")
@@ -791,6 +796,7 @@ def _resolve(spec: SourceSpec, repo: git.Repo, remote: _Remote) -> str:
 
 def _git_entries(spec: SourceSpec, repo: git.Repo, commit: str) -> dict[str, _Entry]:
     """The commit's tree (not any working tree), as entries that read blobs lazily."""
+    import git  # imported when a git source is used: it is slow to load
     command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", "ls-tree", "-r", "-t", "-z", "-l",
                "--full-tree", commit]
     listing = repo.git.execute(command, stdout_as_string=False)

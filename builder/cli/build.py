@@ -8,17 +8,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from builder import config, report
-from builder.build import BuildJob, ImageBuilder, index_by_fingerprint
 from builder.cli import run, setup_logging
 from builder.context import prepare_work_dir, write_context
-from builder.engine import load_engine
 from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK
-from builder.history import load_durations, save_durations
 from builder.pipeline import Plan, make_plan
-from builder.prepare import prepare
-from builder.progress import make_progress
-from builder.scheduler import Scheduler, SchedulerOptions, Status
-from builder.summary import exit_code, summarize, to_json, to_text, write_json
 
 PROG = "kiln-build"
 LOG = logging.getLogger("builder.cli.build")
@@ -51,6 +44,16 @@ def _build(argv: list[str]) -> int:
 
 
 def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
+    # The build machinery (engine SDKs, rich, ...) is loaded only to build:
+    # --template-only and the listings start faster without it.
+    from builder.build import BuildJob, ImageBuilder, reusable_images
+    from builder.engine import load_engine
+    from builder.history import load_durations, save_durations
+    from builder.prepare import prepare
+    from builder.progress import make_progress
+    from builder.scheduler import Scheduler, SchedulerOptions, Status
+    from builder.summary import exit_code, summarize
+
     options = settings.run
     engine = load_engine(options.engine)
     engine.ping()
@@ -66,7 +69,8 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
                        config.cache_home() / "sources", created)
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
                    logs_dir=logs_dir,
-                   existing={} if options.rebuild else index_by_fingerprint(engine))
+                   existing={} if options.rebuild else reusable_images(
+                       engine, prepared.images, options.threads))
     builder = ImageBuilder(engine, job)
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
@@ -118,6 +122,8 @@ def _skip_existing(engine, settings: config.BuildSettings, plan: Plan
 
 
 def _report(settings: config.BuildSettings, result: dict) -> None:
+    from builder.summary import to_json, to_text, write_json
+
     outputs = settings.outputs
     if outputs.format == "json":
         print(to_json(result))
