@@ -1,0 +1,98 @@
+"""One build run: engine -> contexts and fingerprints -> scheduler -> summary.
+
+Everything between the plan and the printed summary; the CLI only prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from builder import config
+from builder.build import BuildJob, ImageBuilder, reusable_images
+from builder.context import prepare_work_dir
+from builder.engine import load_engine
+from builder.engine.base import Engine
+from builder.history import load_durations, save_durations
+from builder.pipeline import Plan
+from builder.prepare import prepare
+from builder.progress import make_progress
+from builder.scheduler import Scheduler, SchedulerOptions, Status
+from builder.summary import exit_code, summarize
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    summary: dict
+    exit_code: int
+    interrupted: bool
+    work_dir: Path
+    logs_dir: Path
+
+
+def run_builds(settings: config.BuildSettings, plan: Plan) -> RunResult:
+    options = settings.run
+    engine = load_engine(options.engine)
+    engine.ping()
+    work_dir = prepare_work_dir(settings.work_dir)
+    logs_dir = options.logs_dir or work_dir / "logs"
+    for name in settings.sources:
+        if name not in plan.templates.images:
+            LOG.warning("config section [%s] defines a source, but the template "
+                        "set has no image %r", name, name)
+    to_build, skipped = _skip_existing(engine, settings, plan)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    prepared = prepare(plan, settings, engine, to_build, work_dir,
+                       config.cache_home() / "sources", created)
+    job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
+                   logs_dir=logs_dir,
+                   existing={} if options.rebuild else reusable_images(
+                       engine, prepared.images, options.threads))
+    builder = ImageBuilder(engine, job)
+    for name, reason in prepared.failed.items():
+        with open(builder.log_path(name), "a", encoding="utf-8") as log:
+            log.write(f"kiln: FAILED before building: {reason}\n")
+    history = config.cache_home() / "durations.json"
+    known = load_durations(history)
+    progress = make_progress(to_build, options.quiet)
+    scheduler = Scheduler(
+        plan.graph, to_build, builder.build,
+        push=builder.push if options.push else None,
+        options=SchedulerOptions(
+            threads=options.threads, retries=options.retries,
+            push_threads=options.push_threads,
+            estimates={name: known[ref] for name in to_build
+                       if (ref := settings.naming.repository(name)) in known}),
+        on_event=progress.event, failed=prepared.failed)
+    interrupted = False
+    with progress:
+        try:
+            outcomes = scheduler.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            outcomes = scheduler.outcomes()
+    save_durations(history, {settings.naming.repository(name): outcome.duration
+                             for name, outcome in outcomes.items()
+                             if outcome.build_status is Status.BUILT})
+    summary = summarize(
+        outcomes, settings.naming, skipped=skipped,
+        not_matched=plan.selection.not_matched | plan.selection.excluded,
+        logs={name: builder.log_path(name) for name in outcomes},
+        allowed_to_fail=options.allowed_to_fail)
+    return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
+
+
+def _skip_existing(engine: Engine, settings: config.BuildSettings, plan: Plan
+                   ) -> tuple[list[str], dict[str, str]]:
+    skipped = {name: "not built: --skip-parents" for name in plan.selection.skipped_parents}
+    to_build = []
+    for name in plan.order:
+        if settings.run.skip_existing and engine.inspect(settings.naming.ref(name)):
+            skipped[name] = "already exists (--skip-existing)"
+        else:
+            to_build.append(name)
+    return to_build, skipped
