@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from builder.scheduler import Status
 
@@ -75,7 +76,7 @@ class LiveProgress:
             self._live.console.print(f"[red]{name}: {status.value}[/red]"
                                      + (f" ({detail})" if detail else ""))
 
-    def _render(self) -> Table:
+    def _render(self) -> Group:
         with self._lock:
             statuses = dict(self._status)
             started = dict(self._started)
@@ -85,17 +86,16 @@ class LiveProgress:
             "failed": sum(s in _FAILURES for s in statuses.values()),
             "queued": sum(s is Status.QUEUED for s in statuses.values()),
         }
-        table = Table(title=f"kiln-build  {now - self._t0:6.0f}s elapsed  "
-                            f"{counts['done']} done, {counts['failed']} failed, "
-                            f"{counts['queued']} queued, {len(started)} running "
-                            f"of {len(statuses)}",
-                      title_justify="left", show_edge=False)
+        heading = Text(f"kiln-build {now - self._t0:.0f}s: {counts['done']} done, "
+                       f"{counts['failed']} failed, {len(started)} running, "
+                       f"{counts['queued']} queued, of {len(statuses)}", style="bold")
+        table = Table(show_edge=False)
         table.add_column("image")
         table.add_column("status")
         table.add_column("elapsed", justify="right")
         for name, start in sorted(started.items(), key=lambda item: item[1]):
             table.add_row(name, statuses[name].value, f"{now - start:.0f}s")
-        return table
+        return Group(heading, table) if started else Group(heading)
 
 
 def make_progress(names: Iterable[str], quiet: bool, stream: TextIO | None = None):
