@@ -8,12 +8,12 @@ start together, in the background, the first time one is asked for.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import unavailable
 from tests.kolla.kolla_env import (
     BASES,
     KollaInstall,
@@ -38,10 +38,6 @@ KOLLA_RUNS = {
 }
 
 
-def unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
