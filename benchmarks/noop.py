@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 DOCKER = shutil.which("docker", path="/usr/bin") or "docker"
@@ -49,6 +50,8 @@ def make_set(root: Path, count: int) -> list[str]:
             f"FROM {{{{ {parent} }}}}\nCOPY data.txt /data/{name}.txt\n"
             f"RUN cat /data/{name}.txt > /{name}.out\n")
         (directory / "data.txt").write_text(f"{name}\n")
+    # A run of its own: images left by an earlier run must not make the first build a no-op.
+    (root / names[0] / "data.txt").write_text(f"{names[0]} {uuid.uuid4()}\n")
     return names
 
 
