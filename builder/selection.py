@@ -37,14 +37,14 @@ def select(graph: nx.DiGraph, criteria: SelectionCriteria) -> Selection:
     if patterns:
         requested = set()
         for pattern in patterns:
-            regex = _compile(pattern, "image regex")
+            regex = compile_pattern(pattern, "image regex")
             hits = {n for n in names if regex.search(n)}
             if not hits:
                 LOG.warning("pattern %r matches no image", pattern)
             requested |= hits
     else:
         requested = set(names)
-    excluders = [_compile(p, "--exclude") for p in criteria.exclude]
+    excluders = [compile_pattern(p, "--exclude") for p in criteria.exclude]
     excluded = {n for n in names if any(r.search(n) for r in excluders)}
     requested -= excluded
     if not requested:
@@ -88,7 +88,8 @@ def _profile_patterns(criteria: SelectionCriteria) -> list[str]:
     return patterns
 
 
-def _compile(pattern: str, what: str) -> re.Pattern:
+def compile_pattern(pattern: str, what: str) -> re.Pattern:
+    """A regular expression, or a ConfigError naming the option it came from."""
     try:
         return re.compile(pattern)
     except re.error as exc:

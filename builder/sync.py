@@ -40,6 +40,7 @@ from builder.exceptions import ConfigError, KilnError
 from builder.manifest import FINGERPRINT
 from builder.naming import ImageNaming
 from builder.registry import CatalogUnavailable, RegistryClient, copy_image
+from builder.selection import compile_pattern
 
 LOG = logging.getLogger(__name__)
 
@@ -121,14 +122,6 @@ def revisions(tags: Iterable[str], tag: str) -> tuple[int, ...]:
 
 def is_release(tag: str, pattern: str) -> bool:
     return re.search(pattern, tag) is not None
-
-
-def compile_pattern(pattern: str, what: str) -> re.Pattern:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"{what} {pattern!r} is not a valid regular expression: "
-                          f"{exc}") from exc
 
 
 def select_names(names: Iterable[str], patterns: Sequence[str], where: str) -> list[str]:

@@ -31,6 +31,7 @@ from builder.engine import load_engine
 from builder.exceptions import EXIT_OK, ConfigError, KilnError
 from builder.manifest import read_labels
 from builder.registry import Credentials, RegistryClient, RegistryOptions
+from builder.selection import compile_pattern
 from builder.sync import (
     DEFAULT_RELEASE_PATTERN,
     Action,
@@ -41,7 +42,6 @@ from builder.sync import (
     Status,
     SyncResult,
     SyncSettings,
-    compile_pattern,
     deployed_tag,
     list_image,
     old_tag,
