@@ -26,7 +26,7 @@ from builder.exceptions import BuildError, ConfigError
 from tests.integration.conftest import BUSYBOX_DOCKERFILE, TestImages, free_port, unavailable
 
 ENGINES = ["podman", "buildah", "docker"]
-CLI_ENGINES = ["podman", "buildah"]     # for tests test_docker_engine.py has for docker
+CLI_ENGINES = ["podman", "buildah"]     # the engines driven through a command-line tool
 BASE_REF = "kiln-test/engines-busybox:latest"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -306,7 +306,6 @@ def test_cancel_stops_a_silent_run_step(engine, base, images, tmp_path):
     assert working_containers(engine) <= before
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_closing_the_stream_stops_the_build(engine, base, images, tmp_path):
     sleep, lines, tag = _start_silent_build(engine, base, images, tmp_path)
     for line in lines:
@@ -321,7 +320,6 @@ def test_closing_the_stream_stops_the_build(engine, base, images, tmp_path):
     assert engine.inspect(tag) is None
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_parallel_builds(engine, base, images, tmp_path):
     refs = [images.ref(f"parallel-{index}") for index in range(3)]
     errors = []
@@ -358,7 +356,6 @@ def test_images_with_label(engine, unique_image, images):
     assert engine.images_with_label(f"kiln.test.none-{images.namespace}") == []
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_tag_with_registry_host_and_refusals(engine, base, images):
     target = images.ref("base", "1.0", host="127.0.0.1:5000")
     engine.tag(base, target)
@@ -406,7 +403,6 @@ def test_push_failures(engine, base, images, registry):
         list(engine.push(absent))
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_run_returns_stdout_and_reports_failures(engine, base, images):
     assert engine.run(base, ["sh", "-c", "echo out; echo err >&2"], timeout=60) == "out\n"
     with pytest.raises(EngineError) as caught:
@@ -430,7 +426,6 @@ def test_run_keeps_or_replaces_the_entrypoint(engine, base, images, tmp_path):
     assert engine.run(ref, ["/bin/echo", "plain"], entrypoint=[]) == "plain\n"
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_run_timeout_kills_and_removes_the_container(engine, unique_image):
     before = working_containers(engine)
     seconds = str(random.randint(3000, 9000))
@@ -444,7 +439,6 @@ def test_run_timeout_kills_and_removes_the_container(engine, unique_image):
     assert engine.inspect(unique_image) is None
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_remove_is_idempotent(engine, unique_image):
     engine.run(unique_image, ["true"])
     engine.remove(unique_image)
@@ -462,7 +456,6 @@ def test_removing_an_id_with_several_tags_needs_force(engine, unique_image, imag
     assert engine.inspect(unique_image) is None
 
 
-@pytest.mark.parametrize("engine", CLI_ENGINES, indirect=True)
 def test_calls_from_several_threads(engine, base):
     expected = engine.inspect(base).id
     results, errors = [], []
