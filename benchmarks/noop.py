@@ -17,7 +17,6 @@ and /usr/bin/busybox.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-DOCKER = shutil.which("docker", path="/usr/bin") or "docker"
-BASE = "kiln-bench-base/busybox:latest"
-
-
-def make_base(tmp: Path) -> None:
-    context = tmp / "busybox"
-    context.mkdir()
-    shutil.copy("/usr/bin/busybox", context / "busybox")
-    (context / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\n'
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
-    subprocess.run([DOCKER, "build", "-q", "-t", BASE, str(context)], check=True,
-                   stdout=subprocess.DEVNULL)
+from busybox import BASE, DOCKER, make_base  # benchmarks/busybox.py
 
 
 def make_set(root: Path, count: int) -> list[str]:

@@ -31,10 +31,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DOCKER = shutil.which("docker", path="/usr/bin") or "docker"
+from busybox import BASE, DOCKER, make_base  # benchmarks/busybox.py
+
 SKOPEO = shutil.which("skopeo") or "skopeo"
 REGISTRY = shutil.which("docker-registry") or "docker-registry"
-BASE = "kiln-bench-base/busybox:latest"
 NAMESPACE = "kiln-bench-sync"
 TAG = "bench"
 CONFIG = """\
@@ -73,17 +73,6 @@ def start_registry(directory: Path) -> tuple[str, subprocess.Popen]:
             time.sleep(0.1)
     process.kill()
     raise SystemExit(f"docker-registry did not start on {host}")
-
-
-def make_base(tmp: Path) -> None:
-    context = tmp / "busybox"
-    context.mkdir()
-    shutil.copy("/usr/bin/busybox", context / "busybox")
-    (context / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\n'
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n')
-    subprocess.run([DOCKER, "build", "-q", "-t", BASE, str(context)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def make_images(tmp: Path, count: int) -> list[str]:
