@@ -38,30 +38,43 @@ def prepare_work_dir(path: Path | None) -> Path:
 def write_context(image: RenderedImage, work_dir: Path) -> Path:
     """Write one image's build context, replacing what an earlier run left."""
     target = work_dir / image.name
-    if target.exists():
+    if os.path.lexists(target):
         shutil.rmtree(target)
-    target.mkdir()
-    _write(target / "Dockerfile", image.dockerfile.encode("utf-8"), 0o644)
+    os.mkdir(target, 0o755)
+    directories = {"": target}
+    _write(os.path.join(target, "Dockerfile"), image.dockerfile.encode("utf-8"), 0o644)
     for relpath, source in image.context_files.items():
-        destination = target / relpath
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o755 if os.stat(source).st_mode & 0o111 else 0o644
-        shutil.copyfile(source, destination)
-        os.chmod(destination, mode)
-    _fix_times(target)
+        parent = _directory(directories, target, os.path.dirname(relpath))
+        with open(source, "rb") as stream:
+            mode = 0o755 if os.fstat(stream.fileno()).st_mode & 0o111 else 0o644
+            data = stream.read()
+        _write(os.path.join(parent, os.path.basename(relpath)), data, mode)
+    # deepest first: writing into a directory changes its mtime
+    for path in sorted(directories.values(), key=lambda p: str(p).count(os.sep),
+                       reverse=True):
+        os.chmod(path, 0o755)
+        os.utime(path, (FIXED_MTIME, FIXED_MTIME))
     return target
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    path.write_bytes(data)
-    os.chmod(path, mode)
+def _directory(known: dict[str, Path | str], root: Path, relpath: str) -> Path | str:
+    """Make (once) the directory ``relpath`` under ``root`` and its parents."""
+    if relpath not in known:
+        _directory(known, root, os.path.dirname(relpath))
+        path = os.path.join(root, relpath)
+        os.mkdir(path, 0o755)
+        known[relpath] = path
+    return known[relpath]
 
 
-def _fix_times(root: Path) -> None:
-    for current, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            os.utime(os.path.join(current, name), (FIXED_MTIME, FIXED_MTIME))
-        for name in dirnames:
-            os.chmod(os.path.join(current, name), 0o755)
-            os.utime(os.path.join(current, name), (FIXED_MTIME, FIXED_MTIME))
-    os.utime(root, (FIXED_MTIME, FIXED_MTIME))
+def _write(path: str, data: bytes, mode: int) -> None:
+    """A new file with exactly ``mode`` (whatever the umask) and the fixed mtime."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.utime(fd, (FIXED_MTIME, FIXED_MTIME))
+    finally:
+        os.close(fd)
