@@ -159,10 +159,14 @@ def _local_id(ref: str, engine: Engine, cache: dict[str, str | None]) -> str | N
 
 def layer_info(layers: Sequence[Layer]) -> list[LayerInfo]:
     """Each template layer with the git state of the checkout holding it, if any."""
-    import git  # slow to load: only when building
-
     result = []
     for layer in layers:
+        if not _in_git_checkout(layer.root):  # GitPython is slow to load: only if needed
+            result.append(LayerInfo(label=layer.label, path=str(layer.root), commit=None,
+                                    dirty=None, remote=None))
+            continue
+        import git
+
         try:
             repo = git.Repo(layer.root, search_parent_directories=True)
             commit = repo.head.commit.hexsha
@@ -173,6 +177,11 @@ def layer_info(layers: Sequence[Layer]) -> list[LayerInfo]:
         result.append(LayerInfo(label=layer.label, path=str(layer.root), commit=commit,
                                 dirty=dirty, remote=scrub_url(remote) if remote else None))
     return result
+
+
+def _in_git_checkout(path: Path) -> bool:
+    path = Path(path).resolve()
+    return any((directory / ".git").exists() for directory in (path, *path.parents))
 
 
 def _layer_of(path: Path, layers: Sequence[LayerInfo]) -> LayerInfo | None:

@@ -8,14 +8,12 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from builder.scheduler import Status
+
+if TYPE_CHECKING:  # rich is imported only for a live view (it takes a while to load)
+    from rich.console import Console, Group
 
 _FAILURES = (Status.FAILED, Status.PARENT_FAILED, Status.PUSH_FAILED)
 _FINISHED = (Status.BUILT, Status.UNCHANGED, Status.PUSHED, Status.SKIPPED)
@@ -48,6 +46,9 @@ class LiveProgress:
     """A rich table of what is building (with elapsed time), done, failed and queued."""
 
     def __init__(self, names: Iterable[str], console: Console | None = None):
+        from rich.console import Console
+        from rich.live import Live
+
         self._console = console or Console(stderr=True)
         self._status = {name: Status.QUEUED for name in names}
         self._started: dict[str, float] = {}
@@ -77,6 +78,10 @@ class LiveProgress:
                                      + (f" ({detail})" if detail else ""))
 
     def _render(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         with self._lock:
             statuses = dict(self._status)
             started = dict(self._started)

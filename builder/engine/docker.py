@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import docker
 import docker.errors
@@ -321,15 +321,7 @@ class DockerEngine(Engine):
             if _is_not_found(exc):
                 return None
             raise self._engine_error(f"inspecting {ref}", exc) from exc
-        config = data.get("Config") or {}
-        return ImageInfo(
-            id=data["Id"],
-            tags=tuple(t for t in data.get("RepoTags") or () if t != "<none>:<none>"),
-            labels=dict(config.get("Labels") or {}),
-            repo_digests=tuple(d for d in data.get("RepoDigests") or ()
-                               if d != "<none>@<none>"),
-            created=data.get("Created") or "",
-        )
+        return _image_info(data, (data.get("Config") or {}).get("Labels"))
 
     def images_with_label(self, key: str) -> list[ImageInfo]:
         api = self._api()
@@ -337,13 +329,7 @@ class DockerEngine(Engine):
             found = api.images(filters={"label": key})
         except _SDK_ERRORS as exc:
             raise self._engine_error(f"listing images labelled {key}", exc) from exc
-        return [ImageInfo(
-            id=image["Id"],
-            tags=tuple(t for t in image.get("RepoTags") or () if t != "<none>:<none>"),
-            labels=dict(image.get("Labels") or {}),
-            repo_digests=tuple(d for d in image.get("RepoDigests") or ()
-                               if d != "<none>@<none>"),
-            created=str(image.get("Created") or "")) for image in found]
+        return [_image_info(image, image.get("Labels")) for image in found]
 
     def tag(self, ref: str, new_ref: str) -> None:
         repository, tag, digest = split_reference(new_ref)
@@ -455,3 +441,13 @@ def _size(progress: str) -> str:
     """ "[==>   ]  1.2MB/3MB" -> "3MB": the total, without the bar or the count so far."""
     text = _ANSI.sub("", progress).rpartition("]")[2].strip()
     return text.rpartition("/")[2]
+
+
+def _image_info(data: Mapping, labels: Mapping | None) -> ImageInfo:
+    """ImageInfo from an image inspect or an entry of the image list."""
+    return ImageInfo(
+        id=data["Id"],
+        tags=tuple(t for t in data.get("RepoTags") or () if t != "<none>:<none>"),
+        labels=dict(labels or {}),
+        repo_digests=tuple(d for d in data.get("RepoDigests") or () if d != "<none>@<none>"),
+        created=str(data.get("Created") or ""))
