@@ -12,7 +12,7 @@ layer below.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +150,33 @@ def _add_image(layer: Layer, directory: str, layer_images: dict[str, str],
             f"image at the same relative path")
 
 
-def _walk(root: Path) -> Iterable[tuple[str, list[str]]]:
-    """Yield (relative posix dir, file names) for every directory, sorted."""
-    for current, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(current, root)
-        rel = "" if rel == "." else rel.replace(os.sep, "/")
-        yield rel, sorted(filenames)
+def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """Yield (relative posix dir, file names) for every directory, sorted.
+
+    Top-down like ``os.walk(root, followlinks=True)`` (hidden directories
+    skipped, unreadable ones ignored), with one ``scandir`` per directory and
+    relative paths built as it goes rather than computed back from each one.
+    """
+    pending = [("", os.fspath(root))]
+    while pending:
+        relative, directory = pending.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        filenames, dirnames = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symbolic links
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                filenames.append(entry.name)
+            elif not entry.name.startswith("."):
+                dirnames.append(entry.name)
+        filenames.sort()
+        yield relative, filenames
+        dirnames.sort(reverse=True)  # popped last first: visited in order
+        pending.extend((f"{relative}/{name}" if relative else name,
+                        os.path.join(directory, name)) for name in dirnames)

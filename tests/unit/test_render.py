@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import weakref
+
+import jinja2
 import pytest
 
 from builder.config import TemplateSettings
@@ -9,7 +14,7 @@ from builder.customize import customizable
 from builder.exceptions import TemplateError
 from builder.naming import ImageNaming
 from builder.render import Renderer
-from builder.templateset import load_template_set
+from builder.templateset import _walk, load_template_set
 
 
 def render(root, *upper, naming=None, **settings):
@@ -144,3 +149,87 @@ def test_environment_not_exposed_without_allow_list(tree, monkeypatch):
     root = tree({"app/Dockerfile.j2": "FROM x\n{{ env | length }}\n"})
     rendered, _ = render(root)
     assert rendered["app"].dockerfile == "FROM x\n0\n"
+
+
+def test_warm_bytecode_cache_compiles_nothing_and_bad_entries_recompile(
+        tree, tmp_path, monkeypatch):
+    root = tree({"macros.j2": "{% macro m() %}x{% endmacro %}",
+                 "app/Dockerfile.j2": "{% import 'macros.j2' as mc %}\nFROM x\n"
+                                      "RUN {{ mc.m() }}\n"})
+    cache = tmp_path / "cache"
+    first, _ = render(root, cache_dir=cache)
+    entries = sorted(cache.rglob("*.cache"))
+    assert len(entries) == 2
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled with a warm cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(jinja2.Environment, "compile", no_compile)
+        warm, _ = render(root, cache_dir=cache)
+    assert warm["app"].dockerfile == first["app"].dockerfile == "FROM x\nRUN x\n"
+    entries[0].write_bytes(b"garbage")
+    entries[1].write_bytes(entries[1].read_bytes()[:-20])  # truncated
+    again, _ = render(root, cache_dir=cache)
+    assert again["app"].dockerfile == first["app"].dockerfile
+    warm, _ = render(root, cache_dir=cache)  # rewritten entries load again
+    assert warm["app"].dockerfile == first["app"].dockerfile
+
+
+def test_images_own_templates_are_released_once_rendered(tree, tmp_path):
+    root = tree({"macros.j2": "{% macro m() %}x{% endmacro %}",
+                 "a/Dockerfile.j2": "{% import 'macros.j2' as mc %}\nFROM x\n"
+                                    "{% block b %}RUN {{ mc.m() }}{% endblock %}\n",
+                 "b/Dockerfile.j2": "FROM {{ image_ref('a') }}\n"})
+    override = tmp_path / "o.j2"
+    override.write_text("{% extends parent_template %}\n"
+                        "{% block b %}{{ super() }} y{% endblock %}\n")
+    rendered, renderer = render(root, overrides=(override,))
+    cached = {name for _, name in renderer._env.cache}
+    assert cached == {"macros.j2", "override:0"}
+    again = renderer.render(load_template_set(root).images["a"])
+    assert again.dockerfile == rendered["a"].dockerfile == "FROM x\nRUN x y"
+    assert [p.name for p in again.templates] == ["Dockerfile.j2", "o.j2"]
+
+
+def test_a_dropped_renderer_is_freed_without_the_cyclic_collector(tree):
+    root = tree({"app/Dockerfile.j2": "FROM {{ image_ref('app') }}\n"})
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _, renderer = render(root)
+        dropped = weakref.ref(renderer)
+        del renderer
+        assert dropped() is None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def test_template_newlines_read_as_text(tree):
+    root = tree({"app/Dockerfile.j2": ""})
+    (root / "app" / "Dockerfile.j2").write_bytes(
+        b"FROM x\r\n{% if true %}\r\nRUN a\r\n{% endif %}\rRUN b\r\n")
+    rendered, _ = render(root)
+    assert rendered["app"].dockerfile == "FROM x\nRUN a\nRUN b\n"
+
+
+def test_walk_is_top_down_sorted_skips_hidden_dirs_follows_links(tmp_path):
+    root = tmp_path / "set"
+    for relpath in ["b/x", "a/z/Dockerfile.j2", "a/B/y", "a/.git/hidden", ".hidden/x",
+                    "a/b2/y", ".dotfile", "top.j2"]:
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_text("x")
+    (root / "linked").symlink_to(root / "a" / "z")
+    (root / "broken").symlink_to(tmp_path / "nowhere")
+
+    def reference(top):  # what os.walk(followlinks=True) gives
+        for current, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = os.path.relpath(current, top)
+            yield ("" if rel == "." else rel.replace(os.sep, "/")), sorted(filenames)
+
+    walked = list(_walk(root))
+    assert walked == list(reference(root))
+    assert [d for d, _ in walked] == ["", "a", "a/B", "a/b2", "a/z", "b", "linked"]
+    assert sorted(load_template_set(root).images) == ["linked", "z"]
