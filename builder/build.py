@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -48,15 +49,16 @@ def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
     """fingerprint -> local images stamped with it, for the images to build.
 
     The common case, every target reference already naming an image with its
-    fingerprint, costs a look-up of those references (one engine call where
-    the engine allows); only otherwise is every fingerprinted image of the
-    engine listed (to reuse an image under a new tag), once for the run.
+    fingerprint, costs one inspect per image (in parallel); only otherwise is
+    every fingerprinted image of the engine listed (to reuse an image under a
+    new tag), once for the run.
     """
-    found = engine.inspect_many((image.ref for image in images.values()), threads)
+    with ThreadPoolExecutor(max(1, threads), "kiln-inspect") as pool:
+        current = dict(zip(images, pool.map(lambda image: engine.inspect(image.ref),
+                                            images.values()), strict=True))
     index: dict[str, list[ImageInfo]] = {}
-    for image in images.values():
-        info = found[image.ref]
-        fp = image.fingerprint
+    for name, info in current.items():
+        fp = images[name].fingerprint
         if info is None or info.labels.get(FINGERPRINT) != fp:
             index = {}
             for found in engine.images_with_label(FINGERPRINT):

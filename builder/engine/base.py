@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +79,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def inspect(self, ref: str) -> ImageInfo | None:
         """The local image a reference or id names, or None if there is none."""
-
-    def inspect_many(self, refs: Iterable[str], threads: int = 8) -> dict[str, ImageInfo | None]:
-        """``inspect`` of each reference; engines may answer in fewer calls."""
-        refs = list(dict.fromkeys(refs))
-        with ThreadPoolExecutor(max(1, min(threads, len(refs) or 1)), "kiln-inspect") as pool:
-            return dict(zip(refs, pool.map(self.inspect, refs), strict=True))
 
     @abc.abstractmethod
     def images_with_label(self, key: str) -> list[ImageInfo]:
