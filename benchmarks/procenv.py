@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -21,9 +23,6 @@ def tool_env(tmp: Path) -> dict[str, str]:
 
 def import_time(python: str, modules: list[str], env: dict[str, str]) -> float:
     """Seconds for a new interpreter to start and import ``modules``."""
-    import subprocess
-    import time
-
     start = time.perf_counter()
     subprocess.run([python, "-c", "import " + ", ".join(modules)], check=True, env=env)
     return time.perf_counter() - start
