@@ -30,8 +30,12 @@ def prepare_work_dir(path: Path | None) -> Path:
         raise ConfigError(
             f"--work-dir {path} is not empty and was not made by kiln; "
             f"choose an empty or new directory")
-    path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).touch()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MARKER).touch()
+    except OSError as exc:
+        raise ConfigError(f"--work-dir {path}: cannot create it: "
+                          f"{exc.strerror or exc}") from exc
     return path
 
 

@@ -373,3 +373,13 @@ def test_kiln_registry_prints_usage():
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith("usage: kiln-registry")
+
+
+def test_a_work_dir_that_cannot_be_made_is_one_clear_error(kiln, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = kiln("--templates-dir", FAMILY, "--template-only", "--work-dir",
+                  blocker / "work")
+    assert result.code == 2
+    assert f"--work-dir {blocker / 'work'}: cannot create it: Not a directory" in result.err
+    assert "Traceback" not in result.err
