@@ -18,14 +18,14 @@ from pathlib import Path
 
 from oslo_config import cfg
 
-from builder import kolla
+from builder import __version__, kolla
 from builder.exceptions import ConfigError
 from builder.manifest import DEFAULT_SECRET_ARGS
 from builder.naming import ImageNaming
+from builder.resources import BUILTIN_TEMPLATES
 from builder.sources import SourceSpec, parse_source
 
 PROJECT = "kiln"
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 # Names the render context defines itself; a template variable may not shadow them.
 RESERVED_TEMPLATE_VARS = frozenset({
@@ -306,7 +306,8 @@ def _parse(conf: cfg.ConfigOpts, argv: Sequence[str], prog: str) -> None:
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            conf(list(argv), project=PROJECT, prog=prog)
+            conf(list(argv), project=PROJECT, prog=prog,
+                 version=f"{prog} {__version__}")
     except SystemExit as exc:
         if not exc.code:  # --help, --version
             raise

@@ -56,7 +56,9 @@ def make_plan(settings: BuildSettings) -> Plan:
         LOG.warning("%s: block %r is overridden but no rendered image has "
                     "it (misspelt, or meant for another image set?)",
                     unused.path, unused.block)
-    graph = build_graph(rendered, settings.naming)
+    # The builder substitutes build args in FROM lines: so must the graph, or
+    # `ARG BASE` / `FROM ${BASE}` hides a parent and breaks order and fingerprints.
+    graph = build_graph(rendered, settings.naming, settings.run.build_args)
     if settings.templates.kolla is not None:
         from builder.kolla import without_unbuildable
         graph = without_unbuildable(graph, settings.templates.kolla)

@@ -153,8 +153,9 @@ def _add_image(layer: Layer, directory: str, layer_images: dict[str, str],
 def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
     """Yield (relative posix dir, file names) for every directory, sorted.
 
-    Top-down like ``os.walk(root, followlinks=True)`` (hidden directories
-    skipped, unreadable ones ignored), with one ``scandir`` per directory and
+    Top-down like ``os.walk(root, followlinks=True)`` (hidden directories and
+    ``__pycache__``, which pip writes next to an installed set's ``.py`` files,
+    skipped; unreadable ones ignored), with one ``scandir`` per directory and
     relative paths built as it goes rather than computed back from each one.
     """
     pending = [("", os.fspath(root))]
@@ -173,7 +174,7 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
                 is_dir = False
             if not is_dir:
                 filenames.append(entry.name)
-            elif not entry.name.startswith("."):
+            elif not entry.name.startswith(".") and entry.name != "__pycache__":
                 dirnames.append(entry.name)
         filenames.sort()
         yield relative, filenames

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder import __version__
 from builder.cli import run
 from builder.compare import diff_images, format_diff
 from builder.engine import load_engine
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG, description="Read, compare and publish images by their kiln version "
                                "manifest (LABELs stamped by kiln-build).")
     parser.add_argument("--debug", "-d", action="store_true", help="tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def output_format(sub):

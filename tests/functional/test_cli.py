@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import builder
+from builder import config
+from builder.pipeline import make_plan
 from tests.conftest import DOWNSTREAM, FAMILY, OVERRIDES
 
 FAMILY_ORDER = ["base", "python-base", "keystone-base", "keystone-api",
@@ -346,6 +351,18 @@ def test_template_env_allow_list(kiln, tree, tmp_path, monkeypatch):
     assert "'KILN_TEST_MIRROR'" in _error_line(denied)
 
 
+def console_script(name: str) -> Path:
+    """The console script installed with the kiln this interpreter imports.
+
+    It is next to the interpreter running the tests (``.venv/bin``), whether or
+    not that directory is on PATH; another kiln on PATH is never used.
+    """
+    path = Path(sys.executable).parent / name
+    assert path.is_file(), (f"{name} is not next to {sys.executable}: install kiln into "
+                            f"this environment (pip install -e '.[test]')")
+    return path
+
+
 def test_console_script_is_installed():
     result = subprocess.run(
         [sys.executable, "-m", "builder.cli.build", "--templates-dir", str(FAMILY),
@@ -353,8 +370,7 @@ def test_console_script_is_installed():
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["base", "python-base", "keystone-base", "keystone-api"]
-    script = shutil.which("kiln-build")
-    assert script, "kiln-build is not on PATH: install kiln with pip"
+    script = console_script("kiln-build")
     help_text = subprocess.run([script, "--help"], capture_output=True, text=True,
                                check=True).stdout
     for option in ("--docker-dir", "--template-override", "--list-dependencies",
@@ -375,6 +391,15 @@ def test_kiln_registry_prints_usage():
     assert result.stdout.startswith("usage: kiln-registry")
 
 
+@pytest.mark.parametrize("name", ["kiln-build", "kiln-registry"])
+def test_console_scripts_print_the_version(name, tmp_path):
+    result = subprocess.run([console_script(name), "--version"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{name} {builder.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", builder.__version__)
+
+
 def test_a_work_dir_that_cannot_be_made_is_one_clear_error(kiln, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -382,4 +407,62 @@ def test_a_work_dir_that_cannot_be_made_is_one_clear_error(kiln, tmp_path):
                   blocker / "work")
     assert result.code == 2
     assert f"--work-dir {blocker / 'work'}: cannot create it: Not a directory" in result.err
+    assert "Traceback" not in result.err
+
+
+# A parent named through a build argument: the builder substitutes it in FROM,
+# so the graph must too. The names sort the wrong way round on purpose, so the
+# order is only right if the edge is there.
+ARG_FROM_SET = {
+    "app/Dockerfile.j2": "ARG BASE=debian:bookworm-slim\nFROM ${BASE}\nRUN true\n",
+    "platform/Dockerfile.j2": "FROM debian:bookworm-slim\nRUN true\n",
+}
+PLATFORM_REF = "kiln/platform:latest"
+
+
+def _assert_platform_is_apps_parent(kiln, args):
+    order = kiln(*args, "--list-images")
+    assert order.code == 0, order.err
+    assert order.out.split() == ["platform", "app"]
+    deps = kiln(*args, "--list-dependencies")
+    assert deps.code == 0, deps.err
+    assert json.loads(deps.out) == {
+        "app": {"parents": ["platform"], "children": []},
+        "platform": {"parents": [], "children": ["app"]},
+    }
+    graph = make_plan(config.load([str(a) for a in args])).graph
+    # What the fingerprint and the base label of app are made of.
+    assert graph.nodes["app"]["bases"] == ()
+    assert graph.nodes["app"]["base"] == PLATFORM_REF
+
+
+def test_build_args_without_one_the_arg_default_is_an_external_base(kiln, tree):
+    root = tree(ARG_FROM_SET)
+    result = kiln("--templates-dir", root, "--list-dependencies")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["app"]["parents"] == []
+    graph = make_plan(config.load(["--templates-dir", str(root)])).graph
+    assert graph.nodes["app"]["bases"] == ("debian:bookworm-slim",)
+
+
+def test_build_args_on_the_command_line_reach_the_graph(kiln, tree):
+    root = tree(ARG_FROM_SET)
+    _assert_platform_is_apps_parent(
+        kiln, ["--templates-dir", root, "--build-args", f"BASE={PLATFORM_REF}"])
+
+
+def test_build_args_from_the_config_file_reach_the_graph(kiln, tree, tmp_path):
+    root = tree(ARG_FROM_SET)
+    conf = tmp_path / "kiln.conf"
+    conf.write_text(f"[build-args]\nBASE = {PLATFORM_REF}\n")
+    _assert_platform_is_apps_parent(kiln, ["--templates-dir", root, "--config-file", conf])
+
+
+def test_a_build_arg_naming_an_image_missing_from_the_set_is_one_error(kiln, tree):
+    root = tree(ARG_FROM_SET)
+    result = kiln("--templates-dir", root, "--build-args", "BASE=kiln/ghost:latest",
+                  "--list-images")
+    assert result.code == 2
+    assert "image 'app' uses kiln/ghost:latest, but the template set has no image 'ghost'" \
+        in _error_line(result)
     assert "Traceback" not in result.err

@@ -105,3 +105,18 @@ def test_profile_entries_are_regexes():
     assert select(graph, criteria).selected == {"other"}
     with pytest.raises(ConfigError, match="'q' is not defined"):
         select(graph, SelectionCriteria(profiles=("q",)))
+
+
+def test_build_args_override_arg_defaults_in_from():
+    family = images(platform="FROM debian:bookworm\n",
+                    app="ARG BASE=debian:bookworm\nFROM ${BASE}\nARG TAG\n"
+                        "COPY --from=kiln/platform:${TAG:-none} /x /x\n")
+    without = build_graph(family, ImageNaming())
+    assert list(without.predecessors("app")) == []
+    assert without.nodes["app"]["bases"] == ("debian:bookworm", "kiln/platform:none")
+    graph = build_graph(family, ImageNaming(),
+                        {"BASE": "kiln/platform:latest", "TAG": "latest", "UNUSED": "x"})
+    assert list(graph.predecessors("app")) == ["platform"]
+    assert graph.nodes["app"]["bases"] == ()
+    assert graph.nodes["app"]["base"] == "kiln/platform:latest"
+    assert build_order(graph) == ["platform", "app"]
