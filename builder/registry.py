@@ -84,6 +84,10 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})")
+REPOSITORY_PATTERN, TAG_PATTERN = _REPOSITORY, _TAG     # for checking references
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_HOST_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
 
 T = TypeVar("T")
@@ -99,6 +103,10 @@ class RegistryError(KilnError):
         super().__init__(message, **kwargs)
         self.registry = registry
         self.repository = repository
+
+
+class Cancelled(RegistryError):
+    """A copy stopped because it was asked to (Ctrl-C): its manifest was not put."""
 
 
 class CatalogUnavailable(RegistryError):
@@ -172,6 +180,24 @@ _NO_AUTH = _NoAuth()
 
 def is_digest(reference: str) -> bool:
     return _DIGEST.fullmatch(reference) is not None
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with a registry ``host[:port]`` as a clause naming it, or None."""
+    if not host:
+        return "the registry host name is empty"
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not colon:
+        name = host
+    elif not port:
+        return f"registry {host!r} has an empty port"
+    elif not (port.isascii() and port.isdigit()):
+        return f"port {port!r} of registry {host!r} is not a number"
+    elif not 1 <= int(port) <= 65535:
+        return f"port {int(port)} of registry {host} is not between 1 and 65535"
+    if not (_HOST_NAME.fullmatch(name) or _HOST_IPV6.fullmatch(name)):
+        return f"{name!r} is not a valid registry host name"
+    return None
 
 
 def _check_repository(registry: str, repository: str) -> None:
@@ -371,6 +397,9 @@ class RegistryClient:
         if not host or "://" in host or "/" in host:
             raise ConfigError(f"registry {host!r} must be given as host or host:port, "
                               f"without a scheme or path (use --insecure for plain HTTP)")
+        problem = host_problem(host)
+        if problem is not None:
+            raise ConfigError(f"{problem} (give a registry as host or host:port)")
         self.host = host
         self.options = options or RegistryOptions()
         if self.options.ca_cert is not None:
@@ -1047,8 +1076,10 @@ def _pick_platform(index: dict) -> str | None:
 class _BlobBody:
     """A source blob read as an upload body: sized, hashed as it goes, never held whole."""
 
-    def __init__(self, response: requests.Response, digest: str, size: int, source: str):
+    def __init__(self, response: requests.Response, digest: str, size: int, source: str,
+                 cancel: threading.Event | None = None):
         self._raw = response.raw
+        self._cancel = cancel
         self._digest = digest
         self._hash = hashlib.new(digest.partition(":")[0])
         self._size = size
@@ -1064,6 +1095,8 @@ class _BlobBody:
 
     def read(self, amount: int = -1) -> bytes:
         amount = CHUNK if amount is None or amount < 0 else min(amount, CHUNK)
+        if self._cancel is not None and self._cancel.is_set():
+            raise Cancelled(f"while uploading blob {_short(self._digest)}")
         try:
             chunk = self._raw.read(amount, decode_content=True)
         except Exception as exc:  # anything the source connection raises, mid-upload
@@ -1086,7 +1119,8 @@ class _BlobBody:
 
 class _Copier:
     def __init__(self, source: RegistryClient, source_repo: str, dest: RegistryClient,
-                 dest_repo: str, source_ref: str):
+                 dest_repo: str, source_ref: str, cancel: threading.Event | None = None):
+        self.cancel = cancel
         self.source, self.source_repo = source, source_repo
         self.dest, self.dest_repo = dest, dest_repo
         self.source_ref = source_ref
@@ -1118,9 +1152,14 @@ class _Copier:
             raise RegistryError(f"{self.source_ref} has a manifest of unknown type "
                                 f"{manifest.media_type!r}")
 
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("before every blob was copied")
+
     def child(self, digest: str, depth: int) -> None:
         if digest in self.present:
             return
+        self.check_cancel()
         if self.dest._head_manifest(self.dest_repo, digest, _push(self.dest_repo)) == digest:
             self.present.add(digest)
             return
@@ -1139,6 +1178,7 @@ class _Copier:
                                 f"valid digest")
         if digest in self.present:
             return
+        self.check_cancel()
         location = None
         if self.same_registry and self.source_repo != self.dest_repo:
             # One request whether or not the destination has it already.
@@ -1168,7 +1208,7 @@ class _Copier:
                                             f"{self.source_ref} is unknown")
                     length = int(header)
                 upload = pending.pop() if pending else self.dest._start_upload(self.dest_repo)
-                body = _BlobBody(response, digest, length, source_name)
+                body = _BlobBody(response, digest, length, source_name, self.cancel)
                 try:
                     self.dest._finish_upload(self.dest_repo, upload, digest, body)
                 except _SourceReadError as exc:
@@ -1178,7 +1218,8 @@ class _Copier:
 
 
 def copy_image(source: RegistryClient, source_repo: str, reference: str,
-               dest: RegistryClient, dest_repo: str, tag: str) -> str:
+               dest: RegistryClient, dest_repo: str, tag: str,
+               cancel: threading.Event | None = None) -> str:
     """Copy an image (or index) to another repository or registry under a tag; its digest.
 
     The manifest bytes are copied as they are, so the digest is kept. Blobs
@@ -1186,6 +1227,10 @@ def copy_image(source: RegistryClient, source_repo: str, reference: str,
     otherwise streamed. An unchanged image costs two HEAD requests. The
     manifest is put only once every blob and child manifest is present, so a
     failed copy leaves the tag as it was.
+
+    Once ``cancel`` is set, the copy stops before its next blob (or within
+    the blob it is streaming) with :class:`Cancelled`, the tag untouched; a
+    copy whose blobs are all present is finished.
     """
     source_ref = source.reference(source_repo, reference)
     dest_ref = dest.reference(dest_repo, tag)
@@ -1207,8 +1252,11 @@ def copy_image(source: RegistryClient, source_repo: str, reference: str,
         if top is None:
             raise RegistryError(f"image {source_ref} not found", registry=source.host,
                                 repository=source_repo)
-        _Copier(source, source_repo, dest, dest_repo, source_ref).content(top)
+        _Copier(source, source_repo, dest, dest_repo, source_ref, cancel).content(top)
         return dest._put_manifest(dest_repo, tag, top.data, top.media_type)
+    except Cancelled as exc:
+        raise Cancelled(f"interrupted {exc.message} from {source_ref}; {dest_ref} was not "
+                        f"written", registry=dest.host, repository=dest_repo) from exc
     except RegistryError as exc:
         raise RegistryError(f"copying {source_ref} to {dest_ref} failed: {exc.message}",
                             registry=exc.registry, repository=exc.repository,

@@ -22,6 +22,14 @@ Sync is planned per image (:class:`SyncPlan`: unchanged, push ``T-(N+1)``,
 move ``T``, skip) and then executed. Images run in parallel; the results come
 back as plain :class:`SyncResult` values. This module never prints; it raises
 :class:`SyncError` (or the registry's and engine's own errors).
+
+Stopping (Ctrl-C): once the ``cancel`` event given to :func:`sync` is set, no
+image is started any more (each comes back STOPPED); an image being copied
+from a registry stops before its next blob, its revision never written; an
+image whose revision is complete (a copy that got that far, or a push the
+engine finished) has ``T`` moved to it as usual and comes back PUSHED. So
+what a stopped run reports PUSHED is exactly what it published, and no ``T``
+ever names an incomplete revision.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import enum
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -39,7 +48,15 @@ from builder.engine.base import Engine, ImageInfo
 from builder.exceptions import ConfigError, KilnError
 from builder.manifest import FINGERPRINT
 from builder.naming import ImageNaming
-from builder.registry import CatalogUnavailable, RegistryClient, copy_image
+from builder.registry import (
+    REPOSITORY_PATTERN,
+    TAG_PATTERN,
+    Cancelled,
+    CatalogUnavailable,
+    RegistryClient,
+    copy_image,
+    host_problem,
+)
 from builder.selection import compile_pattern
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +92,7 @@ class Status(enum.Enum):
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
     FAILED = "failed"
+    STOPPED = "stopped"         # interrupted before it was published: T not moved
     PLANNED = "planned"         # --dry-run: the plan, not done
 
 
@@ -171,6 +189,51 @@ def parse_registry_reference(ref: str) -> tuple[str, str, str] | None:
     return host, repository, (digest if at else tag or "latest")
 
 
+_DIGEST_REF = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+MAX_NAME_LENGTH = 255
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why ``ref`` is no image reference ``[host[:port]/]path[:tag][@digest]``, else None.
+
+    The grammar engines and registries share (lower-case path components,
+    tags of at most 128 characters, ``algorithm:hex`` digests), checked before
+    anything is asked of an engine or a registry.
+    """
+    if not ref.strip():
+        return "it is empty (give one such as kolla/nova:latest, or " \
+               "registry.example.com:5000/kolla/nova:latest for a registry)"
+    if ref != ref.strip() or any(c.isspace() for c in ref):
+        return "it contains white space"
+    name, at, digest = ref.partition("@")
+    if at and not _DIGEST_REF.fullmatch(digest):
+        return f"its digest {digest!r} is not algorithm:hex (such as sha256:<64 hex digits>)"
+    host, path, tag = split_local_reference(name)
+    if host is not None and (problem := host_problem(host)) is not None:
+        return problem
+    if tag is not None and not TAG_PATTERN.fullmatch(tag):
+        return (f"its tag {tag!r} is not a valid tag (letters, digits, '_', '.' and '-', "
+                f"not starting with '.' or '-', at most 128 characters)" if tag
+                else "its tag is empty")
+    if not path:
+        return "it names no repository"
+    if not REPOSITORY_PATTERN.fullmatch(path):
+        if REPOSITORY_PATTERN.fullmatch(path.lower()):
+            return f"its repository name {path!r} must be lower-case"
+        return (f"{path!r} is not a valid repository name (lower-case letters and digits, "
+                f"separated by '.', '_', '__' or '-', in components separated by '/')")
+    if len(name) - (len(tag) + 1 if tag is not None else 0) > MAX_NAME_LENGTH:
+        return f"its name is longer than {MAX_NAME_LENGTH} characters"
+    return None
+
+
+def check_reference(ref: str) -> None:
+    """:func:`reference_problem` as a :class:`ConfigError` (exit 2) naming the reference."""
+    problem = reference_problem(ref)
+    if problem is not None:
+        raise ConfigError(f"invalid image reference {ref!r}: {problem}")
+
+
 # -- reading the destination -----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -226,8 +289,11 @@ class Source(Protocol):
         """Its kiln.fingerprint (None if it has none)."""
 
     def publish(self, image: SourceImage, dest: RegistryClient, repository: str,
-                tag: str) -> str:
-        """Put the image in the destination under ``tag``, complete; its manifest digest."""
+                tag: str, cancel: threading.Event | None = None) -> str:
+        """Put the image in the destination under ``tag``, complete; its manifest digest.
+
+        Once ``cancel`` is set it may stop early (raising :class:`Cancelled`)
+        provided ``tag`` is left unwritten."""
 
 
 class EngineSource:
@@ -272,7 +338,8 @@ class EngineSource:
         return image.fingerprint
 
     def publish(self, image: SourceImage, dest: RegistryClient, repository: str,
-                tag: str) -> str:
+                tag: str, cancel: threading.Event | None = None) -> str:
+        # The engine's push is not stopped: it ends with the revision complete or failed.
         target = f"{dest.host}/{repository}:{tag}"
         digest = None
         self.engine.tag(image.pin, target)
@@ -337,10 +404,10 @@ class RegistrySource:
         return self._fingerprints[image.pin]
 
     def publish(self, image: SourceImage, dest: RegistryClient, repository: str,
-                tag: str) -> str:
+                tag: str, cancel: threading.Event | None = None) -> str:
         assert self._naming is not None
         return copy_image(self.client, self._naming.repository(image.name), image.pin,
-                          dest, repository, tag)
+                          dest, repository, tag, cancel)
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -488,8 +555,13 @@ def _same(source: Source, image: SourceImage, dest: RegistryClient, repository: 
 
 def execute(plan: SyncPlan, image: SourceImage | None, source: Source, dest: RegistryClient,
             settings: SyncSettings,
-            after_revision: Callable[[SyncPlan], None] | None = None) -> SyncResult:
-    """Carry out a plan. A revision is complete before ``T`` moves to it."""
+            after_revision: Callable[[SyncPlan], None] | None = None,
+            cancel: threading.Event | None = None) -> SyncResult:
+    """Carry out a plan. A revision is complete before ``T`` moves to it.
+
+    A set ``cancel`` may stop the revision's publication (a STOPPED result,
+    ``T`` not moved); a revision that got published has ``T`` moved to it.
+    """
     reference = dest.reference(plan.repository, plan.target) if plan.target else None
     if settings.dry_run:
         return SyncResult(plan.image, Status.PLANNED, plan, reference, plan.digest)
@@ -502,7 +574,18 @@ def execute(plan: SyncPlan, image: SourceImage | None, source: Source, dest: Reg
         return SyncResult(plan.image, Status.MOVED, plan, reference, digest)
     assert image is not None and plan.target is not None
     LOG.info("pushing %s to %s", image.ref, reference)
-    digest = source.publish(image, dest, plan.repository, plan.target)
+    try:
+        digest = source.publish(image, dest, plan.repository, plan.target, cancel)
+    except Cancelled as exc:
+        return SyncResult(plan.image, Status.STOPPED, plan, error=exc.message)
+    except KilnError as exc:
+        if cancel is None or not cancel.is_set():
+            raise
+        # An engine whose push Ctrl-C reached too (it shares the terminal): the
+        # revision may or may not exist, but T was not moved; a rerun settles it.
+        return SyncResult(plan.image, Status.STOPPED, plan,
+                          error=f"interrupted while pushing {reference} ({exc}); "
+                                f"{settings.tag} was not moved")
     if plan.target != settings.tag:
         if after_revision is not None:
             after_revision(plan)
@@ -511,23 +594,34 @@ def execute(plan: SyncPlan, image: SourceImage | None, source: Source, dest: Reg
 
 
 def sync_image(source: Source, dest: RegistryClient, name: str, settings: SyncSettings,
-               after_revision: Callable[[SyncPlan], None] | None = None) -> SyncResult:
-    """Plan and execute one image; a failure becomes a FAILED result naming the image."""
+               after_revision: Callable[[SyncPlan], None] | None = None,
+               cancel: threading.Event | None = None) -> SyncResult:
+    """Plan and execute one image; a failure becomes a FAILED result naming the image,
+    and a set ``cancel`` a STOPPED one (unless its revision got published)."""
     plan = None
     try:
+        if cancel is not None and cancel.is_set():
+            return SyncResult(name, Status.STOPPED, error="interrupted before it started")
         plan, image = plan_image(source, dest, name, settings)
-        return execute(plan, image, source, dest, settings, after_revision)
+        if cancel is not None and cancel.is_set() and not settings.dry_run \
+                and plan.action in (Action.PUSH, Action.MOVE):
+            return SyncResult(name, Status.STOPPED, plan,
+                              error="interrupted before it was published")
+        return execute(plan, image, source, dest, settings, after_revision, cancel)
     except KilnError as exc:
         return SyncResult(name, Status.FAILED, plan, error=str(exc))
 
 
 def sync(source: Source, dest: RegistryClient, patterns: Sequence[str],
          settings: SyncSettings,
-         after_revision: Callable[[SyncPlan], None] | None = None) -> list[SyncResult]:
+         after_revision: Callable[[SyncPlan], None] | None = None,
+         cancel: threading.Event | None = None) -> list[SyncResult]:
     """Sync the selected images of the set from a source to a destination registry.
 
     ``after_revision`` is called after each revision is pushed and before ``T``
-    moves (a test hook: kiln-registry can end the process there).
+    moves (a test hook: kiln-registry can end the process there). Setting
+    ``cancel`` (from another thread or a signal handler) stops the run: see
+    the module's description; the results still cover every selected image.
     """
     dest.ping()
     names = source.images(settings.source)
@@ -535,7 +629,7 @@ def sync(source: Source, dest: RegistryClient, patterns: Sequence[str],
              f"{settings.source.repository('*')}:{settings.source.tag}")
     selected = select_names(names, patterns, where)
     return run_parallel(lambda name: sync_image(source, dest, name, settings,
-                                                after_revision),
+                                                after_revision, cancel),
                         selected, settings.threads)
 
 
@@ -561,8 +655,8 @@ def output_document(results: Sequence[SyncResult], registry: str,
     """What deployment tools read: each image's revision reference and digest.
 
     ``{"registry", "namespace", "tag", "images": {name: {"reference",
-    "tag", "digest"}}, "failed": [names]}``; failed and skipped images are
-    not in ``images``.
+    "tag", "digest"}}, "failed": [names], "stopped": [names]}``; failed,
+    stopped (by an interruption) and skipped images are not in ``images``.
     """
     images = {}
     for result in results:
@@ -571,7 +665,8 @@ def output_document(results: Sequence[SyncResult], registry: str,
                                     "tag": result.plan.target, "digest": result.digest}
     return {"registry": registry, "namespace": settings.destination.namespace,
             "tag": settings.tag, "images": images,
-            "failed": sorted(r.image for r in results if r.status is Status.FAILED)}
+            "failed": sorted(r.image for r in results if r.status is Status.FAILED),
+            "stopped": sorted(r.image for r in results if r.status is Status.STOPPED)}
 
 
 def to_yaml(value, indent: int = 0) -> str:

@@ -10,6 +10,13 @@ Commands:
 - ``inspect``, ``diff``: an image's version manifest, and what differs between
   two images, local (``ns/name:tag``) or in a registry (``host/ns/name:tag``).
 
+Ctrl-C during ``sync`` stops it cleanly: no image is started any more, an
+image being copied from a registry stops before its revision is written, an
+image whose revision is complete gets ``T`` moved to it; the report and
+``--output`` then list exactly what was published, and the exit code is 130.
+A second Ctrl-C ends the process at once (``T`` still never names an
+incomplete revision; a rerun finishes the job).
+
 Test hook: with ``KILN_SYNC_STOP_AFTER=revision`` in the environment, ``sync``
 ends the process abruptly (``os._exit(75)``) right after the first revision
 is complete and before ``T`` moves, to test interrupted runs.
@@ -18,18 +25,21 @@ is complete and before ``T`` moves, to test interrupted runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from builder import __version__
 from builder.cli import run
 from builder.compare import diff_images, format_diff
 from builder.engine import load_engine
-from builder.exceptions import EXIT_OK, ConfigError, KilnError
+from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK, ConfigError, KilnError
 from builder.manifest import read_labels
 from builder.registry import Credentials, RegistryClient, RegistryOptions
 from builder.selection import compile_pattern
@@ -43,6 +53,7 @@ from builder.sync import (
     Status,
     SyncResult,
     SyncSettings,
+    check_reference,
     deployed_tag,
     list_image,
     old_tag,
@@ -118,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Publish the set's images tagged T to a registry: an image whose "
                     "kiln.fingerprint differs from the destination's newest revision T-N "
                     "is pushed as T-(N+1), then T moves to it. Release tags (see "
-                    "--release-pattern) are written once.")
+                    "--release-pattern) are written once. Ctrl-C starts no further image, "
+                    "lets those in progress finish or roll back (T never names an incomplete "
+                    "revision), reports and writes --output for what was published, and "
+                    "exits 130.")
     image_set(sync_cmd)
     sync_cmd.add_argument("--source", default="engine", metavar="engine|REGISTRY",
                           help="the local engine (default) or a registry host[:port]")
@@ -260,27 +274,64 @@ def _sync(args) -> int:
                             destination=_naming(args, destination_namespace),
                             release_pattern=args.release_pattern, force=args.force,
                             dry_run=args.dry_run, threads=args.threads)
-    with RegistryClient(args.destination, _options(args)) as dest:
-        if args.source == "engine":
-            if args.username:
-                LOG.warning("the engine pushes the layers with its own login (docker "
-                            "login %s); --username is used for the tags only", dest.host)
-            results = sync(EngineSource(load_engine(args.engine), args.names), dest,
-                           args.regex, settings, _stop_hook())
+    cancel = threading.Event()
+    # Until --output is written: a Ctrl-C never loses the report of what was published.
+    with _stop_on_interrupt(cancel, settings.tag):
+        with RegistryClient(args.destination, _options(args)) as dest:
+            if args.source == "engine":
+                if args.username:
+                    LOG.warning("the engine pushes the layers with its own login (docker "
+                                "login %s); --username is used for the tags only", dest.host)
+                results = sync(EngineSource(load_engine(args.engine), args.names), dest,
+                               args.regex, settings, _stop_hook(), cancel)
+            else:
+                with RegistryClient(args.source, _options(args, source=True)) as client:
+                    client.ping()
+                    results = sync(RegistrySource(client, args.names), dest, args.regex,
+                                   settings, _stop_hook(), cancel)
+        if args.format == "json":
+            print(json.dumps(_sync_json(results, settings, cancel.is_set()), indent=2))
         else:
-            with RegistryClient(args.source, _options(args, source=True)) as client:
-                client.ping()
-                results = sync(RegistrySource(client, args.names), dest, args.regex,
-                               settings, _stop_hook())
-    if args.format == "json":
-        print(json.dumps(_sync_json(results, settings), indent=2))
-    else:
-        print(format_sync(results, settings))
-    if args.output is not None and not args.dry_run:
-        document = output_document(results, dest.host, settings)
-        _write(args.output, json.dumps(document, indent=2) + "\n" if output_kind == "json"
-               else to_yaml(document))
+            print(format_sync(results, settings))
+        sys.stdout.flush()
+        if args.output is not None and not args.dry_run:
+            document = output_document(results, dest.host, settings)
+            _write(args.output, json.dumps(document, indent=2) + "\n"
+                   if output_kind == "json" else to_yaml(document))
+    interrupted = cancel.is_set()
+    if interrupted:
+        stopped = sum(r.status is Status.STOPPED for r in results)
+        print(f"{PROG}: interrupted: {stopped} of {len(results)} image"
+              f"{'s' if len(results) != 1 else ''} not synced; the others are as reported"
+              + (f" (and in {args.output})" if args.output and not args.dry_run else "")
+              + "; a rerun syncs the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if any(r.status is Status.FAILED for r in results) else EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(cancel: threading.Event, tag: str) -> Iterator[None]:
+    """While syncing, the first SIGINT sets ``cancel``; a second one ends the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum, frame):
+        # os.write: this may run while the main thread is inside a print().
+        if cancel.is_set():
+            os.write(2, f"{PROG}: interrupted again: stopping now; no {tag} names an "
+                        f"incomplete revision, and a rerun finishes the job\n".encode())
+            os._exit(EXIT_INTERRUPTED)
+        cancel.set()
+        os.write(2, f"{PROG}: interrupted: starting no further image, finishing or "
+                    f"rolling back those in progress (Ctrl-C again to stop at once)\n"
+                 .encode())
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_hook():
@@ -319,7 +370,7 @@ def _write(path: Path, text: str) -> None:
 
 
 _LABELS = {Status.PUSHED: "pushed", Status.MOVED: "moved", Status.UNCHANGED: "unchanged",
-           Status.SKIPPED: "skipped", Status.FAILED: "failed"}
+           Status.SKIPPED: "skipped", Status.FAILED: "failed", Status.STOPPED: "stopped"}
 _PLANNED = {Action.PUSH: "would push", Action.MOVE: "would move",
             Action.UNCHANGED: "unchanged", Action.SKIP: "skipped"}
 
@@ -332,7 +383,7 @@ def format_sync(results: Sequence[SyncResult], settings: SyncSettings) -> str:
         plan = r.plan
         label = (_PLANNED[plan.action] if r.status is Status.PLANNED and plan
                  else _LABELS[r.status])
-        if r.status is Status.FAILED:
+        if r.status in (Status.FAILED, Status.STOPPED):
             detail = r.error or ""
         elif plan is None or plan.action is Action.SKIP:
             detail = plan.note if plan else ""
@@ -357,7 +408,8 @@ def format_sync(results: Sequence[SyncResult], settings: SyncSettings) -> str:
 
 
 def _counts(results: Sequence[SyncResult]) -> dict[str, int]:
-    counts = dict.fromkeys(("pushed", "moved", "unchanged", "skipped", "failed"), 0)
+    counts = dict.fromkeys(("pushed", "moved", "unchanged", "skipped", "failed",
+                            "stopped"), 0)
     for r in results:
         if r.status is Status.PLANNED and r.plan is not None:
             key = {Action.PUSH: "pushed", Action.MOVE: "moved", Action.UNCHANGED:
@@ -368,9 +420,11 @@ def _counts(results: Sequence[SyncResult]) -> dict[str, int]:
     return counts
 
 
-def _sync_json(results: Sequence[SyncResult], settings: SyncSettings) -> dict:
+def _sync_json(results: Sequence[SyncResult], settings: SyncSettings,
+               interrupted: bool = False) -> dict:
     return {
-        "tag": settings.tag, "dry_run": settings.dry_run, "counts": _counts(results),
+        "tag": settings.tag, "dry_run": settings.dry_run, "interrupted": interrupted,
+        "counts": _counts(results),
         "results": [{"image": r.image, "status": r.status.value,
                      "action": r.plan.action.value if r.plan else None,
                      "source": r.plan.source if r.plan else None,
@@ -540,6 +594,7 @@ def _short(value: str | None) -> str:
 # -- inspect and diff -----------------------------------------------------------------------
 
 def _inspect(args) -> int:
+    check_reference(args.ref)
     labels = _read(args, args.ref)
     print(json.dumps(labels, indent=2, sort_keys=True) if args.format == "json"
           else format_inspect(args.ref, labels))
@@ -547,6 +602,8 @@ def _inspect(args) -> int:
 
 
 def _diff(args) -> int:
+    check_reference(args.ref_a)
+    check_reference(args.ref_b)
     a, b = _read(args, args.ref_a), _read(args, args.ref_b)
     diff = diff_images(a, b)
     print(json.dumps(diff, indent=2, sort_keys=True) if args.format == "json"

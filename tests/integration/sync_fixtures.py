@@ -5,6 +5,8 @@
   removed after the test. Much faster than a kiln-build run, and the
   fingerprint is under the test's control.
 - ``kiln_registry``: runs ``kiln-registry`` in-process; returns (code, out, err).
+- ``slow_proxy``: a proxy in front of the plain registry that slows blob
+  uploads and notes every manifest put, to interrupt a sync mid-run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import io
 import json
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ from builder.manifest import FINGERPRINT, MANIFEST
 from builder.registry import Credentials, RegistryClient, RegistryOptions
 from tests.conftest import Result
 from tests.integration.conftest import TestImages
-from tests.integration.registry_fixtures import PASSWORD, USERNAME
+from tests.integration.registry_fixtures import PASSWORD, USERNAME, FaultProxy
 
 FAST = {"backoff": 0.01}
 
@@ -118,3 +122,48 @@ def tls_client(reg, session=None, **options) -> RegistryClient:
 def tls_args(reg) -> list[str]:
     """kiln-registry options for the TLS + htpasswd registry (password on stdin)."""
     return ["--ca-cert", reg.ca_cert, "--username", USERNAME, "--password-stdin"]
+
+
+@dataclass
+class SlowProxy(FaultProxy):
+    """A FaultProxy that slows blob uploads and notes the manifests put.
+
+    Each blob upload's final PUT waits ``upload_delay`` seconds; a PUT whose
+    path contains ``hold`` waits (``held`` set) until ``release`` is set.
+    ``tagged`` lists ``<repository>/manifests/<reference>`` of every manifest put.
+    """
+
+    upload_delay: float = 0.0
+    hold: str | None = None
+    tagged: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.held = threading.Event()
+        self.release = threading.Event()
+        super().__post_init__()
+
+    def _forward(self, handler) -> None:
+        method, path = handler.command, handler.path
+        if method == "PUT" and self.hold and self.hold in path:
+            self.held.set()
+            self.release.wait(60)
+        if method == "PUT" and "/blobs/uploads/" in path:
+            time.sleep(self.upload_delay)
+        super()._forward(handler)
+        if method == "PUT" and "/manifests/" in path:
+            with self._lock:
+                self.tagged.append(path.split("?")[0].removeprefix("/v2/"))
+
+    def stop(self) -> None:
+        self.release.set()
+        super().stop()
+
+
+@pytest.fixture
+def slow_proxy(registry) -> Iterator[SlowProxy]:
+    """A SlowProxy in front of conftest's plain registry."""
+    proxy = SlowProxy(registry.url, paginate=False)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from builder.exceptions import ConfigError
 from builder.registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
+    Cancelled,
     Credentials,
     RegistryClient,
     RegistryError,
@@ -309,6 +311,56 @@ def test_5xx_beyond_the_retries_fails_naming_the_image_and_leaves_no_tag(registr
                 if method == "PUT" and "/manifests/" in path]
     assert dest.manifest(repo, "1.0") is None
     assert dest.list_tags(repo) == []
+
+
+def test_a_cancelled_copy_stops_within_its_upload_and_writes_no_tag(registry, tls_registry,
+                                                                     images):
+    cancel = threading.Event()
+    session, seen = recording()
+    # Cancelled as soon as the first upload is started: its body is never sent.
+    session.hooks["response"].append(
+        lambda response, *a, **k: cancel.set() if response.request.method == "POST" else None)
+    source, dest = plain_client(registry), tls_client(tls_registry, session=session)
+    image, repo = images[0], unique("cancelled")
+    with pytest.raises(Cancelled) as caught:
+        copy_image(source, image.repo, image.tag, dest, repo, "1.0", cancel)
+    assert str(caught.value) == (
+        f"interrupted while uploading blob {_short(image, source)} from "
+        f"{registry.host}/{image.repo}:{image.tag}; {tls_registry.host}/{repo}:1.0 was not "
+        f"written")
+    assert [method for method, path in blob_requests(seen) if method != "HEAD"] == ["POST"]
+    assert not [path for method, path in seen if method == "PUT"]
+    assert dest.manifest(repo, "1.0") is None and dest.list_tags(repo) == []
+
+    # set before the copy: not one blob is looked at
+    session, seen = recording()
+    dest = tls_client(tls_registry, session=session)
+    with pytest.raises(Cancelled, match="interrupted before every blob was copied from"):
+        copy_image(source, image.repo, image.tag, dest, repo, "1.0", cancel)
+    assert blob_requests(seen) == []
+
+    cancel.clear()
+    assert copy_image(source, image.repo, image.tag, dest, repo, "1.0", cancel) == image.digest
+
+
+def _short(image, source) -> str:
+    """The short digest of an image's config blob (the first blob a copy uploads)."""
+    config = source.manifest(image.repo, image.tag).config_digest
+    return config[:len("sha256:") + 12]
+
+
+def test_registry_hosts_are_checked_before_any_request():
+    for host, problem in (("127.0.0.1:99999", "port 99999 of registry 127.0.0.1:99999 is "
+                                              "not between 1 and 65535"),
+                          ("localhost:0", "port 0 of registry localhost:0 is not between"),
+                          ("registry:http", "port 'http' of registry 'registry:http' is not "
+                                            "a number"),
+                          ("bad_host", "'bad_host' is not a valid registry host name")):
+        with pytest.raises(ConfigError) as caught:
+            RegistryClient(host, RegistryOptions(insecure=True))
+        assert problem in str(caught.value), str(caught.value)
+    RegistryClient("[::1]:5000")
+    RegistryClient("registry.example.com")
 
 
 def test_missing_image(registry, tls_registry):

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 import yaml
 
@@ -30,6 +33,7 @@ tls_registry = registry_fixtures.tls_registry
 fault_proxy = registry_fixtures.fault_proxy
 image_maker = sync_fixtures.image_maker
 kiln_registry = sync_fixtures.kiln_registry
+slow_proxy = sync_fixtures.slow_proxy
 no_docker_login = sync_fixtures.no_docker_login
 
 TAG = "ocata"
@@ -409,3 +413,195 @@ def test_destination_tags_that_are_not_kiln_revisions(image_maker, kiln_registry
     assert moved.code == 1
     assert f"{repo}:{TAG} names an image that is none of its revisions" in moved.out
     assert client.manifest_digest(repo, TAG) == foreign
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------
+
+def complete(client, repository, reference) -> bool:
+    """Whether ``reference`` names a manifest whose config and layers the registry holds."""
+    info = client.manifest(repository, reference, labels=False)
+    if info is None:
+        return False
+    status, _, body = client_get(client, f"/v2/{repository}/manifests/{info.digest}")
+    document = json.loads(body)
+    blobs = [document["config"]["digest"]] + [layer["digest"] for layer in document["layers"]]
+    return status == 200 and all(client.blob_exists(repository, blob) for blob in blobs)
+
+
+def client_get(client, path):
+    response = requests.get(client.base_url + path, timeout=10, headers={
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                  "application/vnd.oci.image.manifest.v1+json"})
+    return response.status_code, response.headers, response.content
+
+
+@pytest.mark.parametrize("source", ["registry", "engine"])
+def test_ctrl_c_reports_and_outputs_exactly_what_was_published(
+        source, image_maker, kiln_registry, registry, slow_proxy, tmp_path):
+    ns, client = image_maker.namespace, plain_client(registry.host)
+    names = [f"svc{n}" for n in range(6)]
+    for name in names:
+        image_maker.make(name, TAG, "1")
+        image_maker.tracked.track(f"{slow_proxy.host}/{ns}-copy/{name}:{TAG}-1")
+    common = ["--namespace", ns, "--destination-namespace", f"{ns}-copy", "--tag", TAG,
+              "--insecure", "--threads", "2"]
+    if source == "registry":
+        assert kiln_registry(*engine_sync(registry, ns)).code == 0
+        common += ["--source", registry.host, "--source-insecure"]
+    output = tmp_path / "published.json"
+    # svc1's first blob upload is held until after the Ctrl-C: svc1 is in flight then
+    slow_proxy.upload_delay, slow_proxy.hold = 0.2, f"/{ns}-copy/svc1/blobs/uploads/"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "builder.cli.registry", "sync", *common,
+         "--destination", slow_proxy.host, "--output", output],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Ctrl-C once a first image is published (its T moved), svc1 being in flight
+        deadline = time.monotonic() + 60
+        while not (slow_proxy.held.is_set() and any(
+                path.endswith(f"/manifests/{TAG}") for path in slow_proxy.tagged)):
+            assert time.monotonic() < deadline and process.poll() is None, \
+                process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        slow_proxy.release.set()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "6 images: " in out, out + err     # the report, despite the interruption
+
+    # What the registry holds: for each image, T and T-1 together, complete, or nothing.
+    published = set()
+    for name in names:
+        repo = f"{ns}-copy/{name}"
+        tags = tags_of(client, repo)
+        if TAG in tags:
+            assert tags == [TAG, f"{TAG}-1"], (name, tags)
+            assert digests(client, repo, TAG) == digests(client, repo, f"{TAG}-1")
+            assert complete(client, repo, TAG), name
+            published.add(name)
+        else:
+            # a copy is stopped before its revision is written; an engine push finishes
+            # it, and then T moves
+            assert tags == [], (name, tags)
+    assert published and published != set(names), (published, out, err)
+    svc1 = next(line for line in out.splitlines() if line.split()[1:2] == ["svc1"])
+    if source == "registry":
+        # the copy stopped within its upload or before its next blob: nothing written
+        assert svc1.startswith("stopped    svc1  interrupted "), out
+        assert f" from {registry.host}/{ns}/svc1@sha256:" in svc1
+        assert svc1.endswith(f"; {slow_proxy.host}/{ns}-copy/svc1:{TAG}-1 was not written")
+        assert not [path for path in slow_proxy.tagged if "/svc1/" in path]
+    else:
+        # the engine's push is not stopped: it finished, and T moved to it
+        assert svc1.startswith("pushed     svc1  "), out
+
+    reported = {line.split()[1] for line in out.splitlines() if line.startswith("pushed ")}
+    stopped = {line.split()[1] for line in out.splitlines() if line.startswith("stopped ")}
+    assert reported == published, out
+    assert stopped == set(names) - published, out
+    assert f"6 images: {len(published)} pushed, 0 unchanged, 0 failed, " \
+           f"{6 - len(published)} stopped" in out
+    assert f"interrupted: {6 - len(published)} of 6 images not synced" in err
+    document = json.loads(output.read_text())
+    assert set(document["images"]) == published
+    assert document["stopped"] == sorted(set(names) - published)
+    assert document["failed"] == []
+    for name in published:
+        assert document["images"][name] == {
+            "reference": f"{slow_proxy.host}/{ns}-copy/{name}:{TAG}-1", "tag": f"{TAG}-1",
+            "digest": client.manifest_digest(f"{ns}-copy/{name}", TAG)}
+
+    # a rerun converges: the rest is pushed, what was published is left alone
+    slow_proxy.upload_delay = 0
+    rerun = kiln_registry("sync", *common, "--destination", slow_proxy.host, "--output",
+                          output)
+    assert rerun.code == 0, rerun.out + rerun.err
+    assert f"6 images: {6 - len(published)} pushed, {len(published)} unchanged, 0 failed" \
+        in rerun.out
+    for name in names:
+        repo = f"{ns}-copy/{name}"
+        assert tags_of(client, repo) == [TAG, f"{TAG}-1"]
+        assert complete(client, repo, TAG)
+    assert set(json.loads(output.read_text())["images"]) == set(names)
+
+
+def test_invalid_references_are_one_sentence_before_any_engine_or_registry_call(
+        kiln_registry, registry):
+    host = registry.host
+    cases = {
+        "127.0.0.1:99999/x:y": "port 99999 of registry 127.0.0.1:99999 is not between 1 "
+                               "and 65535",
+        "": "it is empty (give one such as kolla/nova:latest",
+        "Kolla/Nova:x": "its repository name 'Kolla/Nova' must be lower-case",
+        f"{host}/Kolla/nova:1": "its repository name 'Kolla/nova' must be lower-case",
+        "a:b:c": "'a:b' is not a valid repository name",
+        "kolla/nova:": "its tag is empty",
+        "kolla/nova@sha256:zz": "its digest 'sha256:zz' is not algorithm:hex",
+        "kolla/nova:a b": "it contains white space",
+    }
+    for ref, problem in cases.items():
+        # --engine names no engine: the reference is refused before one is loaded
+        shown = kiln_registry("inspect", ref, "--insecure", "--engine", "no-such-engine")
+        assert shown.code == 2, (ref, shown.err)
+        assert shown.err.startswith(f"kiln-registry: error: invalid image reference "
+                                    f"{ref!r}: {problem}"), shown.err
+        assert shown.err.count("\n") == 1 and shown.out == ""
+    # diff checks both references before reading the first (which is not in the registry)
+    diff = kiln_registry("diff", f"{host}/kiln-test-none/x:1", "a:b:c", "--insecure")
+    assert diff.code == 2 and "invalid image reference 'a:b:c'" in diff.err, diff.err
+    assert "no image" not in diff.err
+
+    bad_port = kiln_registry("sync", "--destination", "127.0.0.1:99999", "--insecure")
+    assert bad_port.code == 2
+    assert bad_port.err == ("kiln-registry: error: port 99999 of registry 127.0.0.1:99999 "
+                            "is not between 1 and 65535 (give a registry as host or "
+                            "host:port)\n")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_a_rerun_converges(
+        image_maker, kiln_registry, registry, slow_proxy):
+    ns, client = image_maker.namespace, plain_client(registry.host)
+    names = ["api", "svc1", "worker"]
+    for name in names:
+        image_maker.make(name, TAG, "1")
+    assert kiln_registry(*engine_sync(registry, ns)).code == 0
+    args = ["sync", "--source", registry.host, "--source-insecure", "--namespace", ns,
+            "--destination-namespace", f"{ns}-copy", "--tag", TAG, "--insecure",
+            "--destination", slow_proxy.host, "--threads", "3"]
+    # svc1's copy hangs once its blobs are copied, putting its revision's manifest
+    slow_proxy.hold = f"/{ns}-copy/svc1/manifests/"
+    process = subprocess.Popen([sys.executable, "-m", "builder.cli.registry", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert slow_proxy.held.wait(60), process.communicate()
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert process.poll() is None          # still waiting for svc1
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        slow_proxy.release.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert "interrupted again: stopping now" in err and "Traceback" not in err
+    # (the manifest held may still reach the registry: T-1 without T, which a rerun moves)
+    assert TAG not in tags_of(client, f"{ns}-copy/svc1")
+    for name in names:
+        repo = f"{ns}-copy/{name}"
+        if TAG in tags_of(client, repo):
+            assert complete(client, repo, TAG)
+            assert digests(client, repo, TAG) == digests(client, repo, f"{TAG}-1")
+
+    slow_proxy.hold = None
+    rerun = kiln_registry(*args)
+    assert rerun.code == 0, rerun.out + rerun.err
+    for name in names:
+        assert tags_of(client, f"{ns}-copy/{name}") == [TAG, f"{TAG}-1"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
-from builder.exceptions import ConfigError
+from builder.exceptions import ConfigError, KilnError
 from builder.manifest import FINGERPRINT
-from builder.registry import ManifestInfo
+from builder.registry import Cancelled, ManifestInfo
 from builder.sync import (
     Action,
     SetNaming,
@@ -26,10 +28,12 @@ from builder.sync import (
     plan_image,
     plan_promote,
     promote,
+    reference_problem,
     revision_number,
     revisions,
     select_names,
     split_local_reference,
+    sync,
     sync_image,
     to_yaml,
 )
@@ -98,6 +102,7 @@ class FakeSource:
 
     images_: dict[str, Image]
     description: str = "the fake engine"
+    during_publish: Callable[[str, threading.Event | None], None] | None = None
 
     def images(self, naming):
         return {name: f"kolla/{name}:T" for name in self.images_}
@@ -112,7 +117,9 @@ class FakeSource:
     def fingerprint(self, source_image):
         return source_image.fingerprint
 
-    def publish(self, source_image, dest, repository, tag):
+    def publish(self, source_image, dest, repository, tag, cancel=None):
+        if self.during_publish is not None:
+            self.during_publish(source_image.name, cancel)
         dest.tags[tag] = self.images_[source_image.name]
         dest.puts.append((tag, "push"))
         return dest.tags[tag].digest
@@ -310,3 +317,82 @@ def test_output_document_and_yaml():
     tricky = {"on": ["yes", None, True, 1.5, "a: b", "#x", ""], "1": {}, "k": [],
               "nested": [{"a": [1]}, []], "ünï": "\n\"'"}
     assert yaml.safe_load(to_yaml(tricky)) == tricky
+
+
+# -- interruption ----------------------------------------------------------------------------
+
+def test_a_cancelled_sync_starts_nothing_and_finishes_complete_revisions():
+    cancel = threading.Event()
+    dest = FakeRegistry({"ocata-1": image("fp1"), "ocata": image("fp1")})
+    # Ctrl-C while the first image is being published: it is finished, T moved
+    source = FakeSource({"nova": image("fp2"), "glance": image("fp3"), "heat": image("fp4")},
+                        during_publish=lambda name, event: event.set())
+    results = sync(source, dest, [], settings(threads=1), cancel=cancel)
+    assert [(r.image, r.status) for r in results] == [
+        ("glance", Status.PUSHED), ("heat", Status.STOPPED), ("nova", Status.STOPPED)]
+    assert results[1].error == "interrupted before it started"
+    assert dest.tags["ocata"].fingerprint == "fp3"
+    document = output_document(results, "registry.test", settings())
+    assert list(document["images"]) == ["glance"]
+    assert (document["failed"], document["stopped"]) == ([], ["heat", "nova"])
+
+
+def test_an_interrupted_publication_leaves_the_floating_tag_alone():
+    cancel = threading.Event()
+    one = image("fp1")
+
+    def stopped(name, event):
+        event.set()
+        raise Cancelled("interrupted before every blob was copied from x; y was not written")
+
+    dest = FakeRegistry({"ocata-1": one, "ocata": one})
+    result = sync_image(FakeSource({"nova": image("fp2")}, during_publish=stopped), dest,
+                        "nova", settings(), cancel=cancel)
+    assert result.status is Status.STOPPED and "y was not written" in result.error
+    assert dest.puts == [] and dest.tags["ocata"] is one
+
+    # an engine push that Ctrl-C broke: stopped, not failed; T not moved
+    def broken(name, event):
+        event.set()
+        raise KilnError("pushing it failed: signal: interrupt")
+
+    cancel.clear()
+    result = sync_image(FakeSource({"nova": image("fp2")}, during_publish=broken), dest,
+                        "nova", settings(), cancel=cancel)
+    assert result.status is Status.STOPPED
+    assert result.error.startswith("interrupted while pushing registry.test/kolla/nova:ocata-2")
+    assert result.error.endswith("ocata was not moved")
+    assert dest.puts == [] and dest.tags["ocata"] is one
+
+    # planned, then interrupted before publishing: nothing is done
+    moved = FakeRegistry({"ocata-1": one, "ocata-2": image("fp2"), "ocata": one})
+    cancel.set()
+    assert sync_image(FakeSource({"nova": image("fp2")}), moved, "nova", settings(),
+                      cancel=cancel).status is Status.STOPPED
+    assert moved.puts == []
+
+
+# -- references ------------------------------------------------------------------------------
+
+def test_reference_problems():
+    digest = "sha256:" + "a" * 64
+    for good in ("nova", "kolla/nova:ocata", "127.0.0.1:5000/kolla/nova:4.0.0-1",
+                 f"quay.io/kolla/nova@{digest}", f"kolla/nova:x@{digest}", "localhost/a_b:c",
+                 "[::1]:5000/kolla/nova", "a__b/c--d.e:T_1"):
+        assert reference_problem(good) is None, good
+    for bad, problem in (
+            ("", "it is empty"), ("  ", "it is empty"), ("a b", "it contains white space"),
+            ("h:99999/x:y", "port 99999 of registry h:99999 is not between 1 and 65535"),
+            ("h:0/x", "port 0 of registry h:0 is not between 1 and 65535"),
+            ("h:ab/x", "port 'ab' of registry 'h:ab' is not a number"),
+            ("h:/x", "registry 'h:' has an empty port"),
+            ("-h.io/x", "'-h.io' is not a valid registry host name"),
+            ("Kolla/nova", "its repository name 'Kolla/nova' must be lower-case"),
+            ("a:b:c", "'a:b' is not a valid repository name"),
+            ("kolla//nova", "'kolla//nova' is not a valid repository name"),
+            ("kolla/nova:", "its tag is empty"), ("kolla/nova:.x", "its tag '.x' is not"),
+            ("kolla/nova:" + "x" * 129, "is not a valid tag"),
+            ("kolla/nova@sha256:zz", "its digest 'sha256:zz' is not algorithm:hex"),
+            ("h.io/", "it names no repository"), ("a/" * 130 + "b", "longer than 255")):
+        found = reference_problem(bad)
+        assert found is not None and problem in found, (bad, found)
