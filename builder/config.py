@@ -492,6 +492,8 @@ def _path(value: str | None) -> Path | None:
 def _existing_dir(value: str, option: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_dir():
+        if os.path.lexists(path):
+            raise ConfigError(f"{option} {value} is not a directory")
         raise ConfigError(f"{option} {value}: no such directory")
     return path.resolve()
 

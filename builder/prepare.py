@@ -20,6 +20,7 @@ from builder.engine.base import Engine
 from builder.exceptions import KilnError
 from builder.manifest import (
     FINGERPRINT,
+    PROXY_ARGS,
     ImageInputs,
     LayerInfo,
     digest_tree,
@@ -72,6 +73,8 @@ def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence
         bases = {ref: _local_id(ref, engine, base_ids) for ref in node["bases"]}
         # Only the arguments the Dockerfile declares reach the build.
         args = {k: v for k, v in public_args.items() if k in node["args"]}
+        if settings.run.push:
+            _warn_secret_args(name, node["args"], settings.run.build_args, public_args)
         digests = digest_tree(context)
         digests["Dockerfile"] = _dockerfile_digest(plan.rendered[name].dockerfile, parents,
                                                    settings.naming)
@@ -124,6 +127,30 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
             except OSError as exc:
                 failed[name] = f"cannot write the build context: {exc}"
     return contexts, failed
+
+
+def _warn_secret_args(name: str, declared: Iterable[str], build_args: Mapping[str, str],
+                      public: Mapping[str, str]) -> None:
+    """Say when a secret build arg will be published in a pushed image's history.
+
+    kiln keeps secret-looking args and proxies out of labels and fingerprints,
+    but a builder records the values of the args a Dockerfile declares in the
+    image's history, which a push publishes; undeclared ones never reach it.
+    """
+    for arg in sorted(set(declared) & set(build_args)):
+        if arg in public:
+            continue
+        value = build_args[arg]
+        if arg in PROXY_ARGS:
+            if scrub_url(value) == value:
+                continue  # a proxy without credentials
+            what = "holds a proxy URL with credentials"
+        else:
+            what = "matches --secret-build-args"
+        LOG.warning("image %s: build arg %s %s and its Dockerfile declares it: its value "
+                    "stays out of labels, but the engine records it in the image "
+                    "history (docker history --no-trunc) that --push publishes",
+                    name, arg, what)
 
 
 def _dockerfile_digest(text: str, parents: Sequence[str], naming: ImageNaming) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import marshal
-import os
 import pickle
 import types
 import weakref
@@ -35,7 +34,7 @@ from builder.config import TemplateSettings
 from builder.exceptions import KilnError, TemplateError
 from builder.naming import ImageNaming
 from builder.templateapi import KILN_API, TemplateAPI
-from builder.templateset import ImageDef, TemplateSet
+from builder.templateset import ImageDef, NotRegularFile, TemplateSet, read_regular
 
 PARENT_MARKER = "kiln-parent:"
 OVERRIDE_PREFIX = "override:"
@@ -93,6 +92,9 @@ class RenderedImage:
     templates: tuple[Path, ...]
     # build context: path inside the image directory -> source file
     context_files: Mapping[str, Path]
+    # the template set's layer roots: a context file (or the link it is) must
+    # stay inside the one holding it
+    layer_roots: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,11 @@ class UnusedBlock:
 
 
 def _read_file(path: str) -> bytes:
-    """A whole file, with plain system calls (the io stack costs more than
-    reading a template or a cache entry, and there is one of each per image)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    """A whole regular file, with plain system calls (the io stack costs more
+    than reading a template or a cache entry, and there is one of each per
+    image); a FIFO or device is refused (:class:`NotRegularFile`), never
+    waited on nor read without end."""
+    return read_regular(path)[0]
 
 
 def _always() -> bool:
@@ -140,9 +137,16 @@ class _LayeredLoader(jinja2.BaseLoader):
             raise jinja2.TemplateNotFound(template)
         try:
             text = _read_file(filename).decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TemplateError(f"cannot read template: {exc}",
+        except NotRegularFile as exc:
+            raise TemplateError(f"cannot read template: it is {exc.kind}, "
+                                f"not a regular file", path=filename) from exc
+        except OSError as exc:
+            raise TemplateError(f"cannot read template: {exc.strerror or exc}",
                                 path=filename) from exc
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"cannot read template: it is not UTF-8 text "
+                                f"(byte 0x{exc.object[exc.start]:02x} at offset "
+                                f"{exc.start})", path=filename) from exc
         if "\r" in text:  # as text mode reads it: universal newlines
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         return text, filename, _always
@@ -229,6 +233,7 @@ class Renderer:
         # block names found in the non-override templates of rendered images
         self._base_blocks: set[str] = set()
         self._paths: dict[str, Path] = {}  # shared template name -> file
+        self._layer_roots = tuple(layer.root for layer in templates.layers)
 
     def render(self, image: ImageDef) -> RenderedImage:
         chain = self._env.chains[image.name]
@@ -257,6 +262,7 @@ class Renderer:
             dockerfile=text,
             templates=tuple(self._template_path(n) for n in chain),
             context_files=self._templates.context_files(image),
+            layer_roots=self._layer_roots,
         )
 
     def _template_path(self, name: str) -> Path:
@@ -350,6 +356,8 @@ class Renderer:
 
     def _runtime_error(self, exc: Exception, image: ImageDef) -> TemplateError:
         path, line = _template_frame(exc, self._loader_files())
+        if isinstance(exc, KilnError) and exc.path is not None:
+            path, line = exc.path, exc.line  # a file that could not be read
         if isinstance(exc, jinja2.TemplateNotFound):
             message = f"template {exc.name!r} not found in any layer"
         elif isinstance(exc, jinja2.UndefinedError):

@@ -11,7 +11,11 @@ from builder.exceptions import KilnError
 from builder.graph import dependencies, to_dot
 from builder.pipeline import Plan
 
-DOT_FORMATS = {".svg": "svg", ".png": "png"}
+# extensions rendered with Graphviz's ``dot -T<format>``; any other name
+# (``.dot``, ``.gv``, none) gets the DOT text itself
+DOT_FORMATS = {f".{name}": name for name in (
+    "svg", "png", "pdf", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp",
+    "ps", "eps", "svgz")}
 
 
 def list_images(plan: Plan, fmt: str) -> str:
@@ -34,8 +38,8 @@ def save_dependency(plan: Plan, path: Path) -> None:
     executable = shutil.which("dot")
     if executable is None:
         raise KilnError(f"--save-dependency {path}: rendering {output_format} "
-                        f"needs Graphviz's 'dot'; install graphviz or save "
-                        f"as .dot")
+                        f"needs Graphviz's 'dot', which is not on PATH; install "
+                        f"graphviz or save as .dot")
     result = subprocess.run([executable, f"-T{output_format}"], input=dot.encode(),
                             capture_output=True, check=False)
     if result.returncode != 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder import config
 from builder.build import BuildJob, ImageBuilder, reusable_images
-from builder.context import prepare_work_dir
+from builder.context import locked_work_dir, prepare_logs_dir
 from builder.engine import load_engine
 from builder.engine.base import Engine
 from builder.history import load_durations, save_durations
@@ -35,11 +35,16 @@ class RunResult:
 
 
 def run_builds(settings: config.BuildSettings, plan: Plan) -> RunResult:
+    with locked_work_dir(settings.work_dir) as work_dir:
+        logs_dir = prepare_logs_dir(settings.run.logs_dir, work_dir, plan.templates.images)
+        return _run_builds(settings, plan, work_dir, logs_dir)
+
+
+def _run_builds(settings: config.BuildSettings, plan: Plan, work_dir: Path,
+                logs_dir: Path) -> RunResult:
     options = settings.run
     engine = load_engine(options.engine)
     engine.ping()
-    work_dir = prepare_work_dir(settings.work_dir)
-    logs_dir = options.logs_dir or work_dir / "logs"
     for name in settings.sources:
         if name not in plan.templates.images:
             LOG.warning("config section [%s] defines a source, but the template "

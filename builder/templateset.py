@@ -12,6 +12,7 @@ layer below.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,10 @@ def load_template_set(bottom: Path, upper: Sequence[Path] = (),
     found: dict[str, str] = {}  # image name -> directory
     for layer in layers:
         if not layer.root.is_dir():
-            raise TemplateError(f"template directory {layer.root} does not exist")
+            what = ("is not a directory" if os.path.lexists(layer.root)
+                    else "does not exist")
+            raise TemplateError(f"template directory {layer.root} ({layer.label} "
+                                f"layer) {what}")
         layer_images: dict[str, str] = {}
         for directory, filenames in _walk(layer.root):
             for filename in filenames:
@@ -157,10 +161,18 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
     ``__pycache__``, which pip writes next to an installed set's ``.py`` files,
     skipped; unreadable ones ignored), with one ``scandir`` per directory and
     relative paths built as it goes rather than computed back from each one.
+
+    A symbolic link to a directory is followed only if it stays inside the
+    layer and does not lead back to a directory it was reached from (else a
+    link to ``/`` would walk the whole file system and a loop would never
+    end); such a link is listed as a file instead, and refused with a message
+    naming it if an image's build context holds it.
     """
-    pending = [("", os.fspath(root))]
+    real_root = os.path.realpath(root)
+    # (relative dir, its path, real paths of the directories on the way, itself last)
+    pending = [("", os.fspath(root), (real_root,))]
     while pending:
-        relative, directory = pending.pop()
+        relative, directory, way = pending.pop()
         try:
             with os.scandir(directory) as scan:
                 entries = list(scan)
@@ -174,10 +186,73 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
                 is_dir = False
             if not is_dir:
                 filenames.append(entry.name)
-            elif not entry.name.startswith(".") and entry.name != "__pycache__":
-                dirnames.append(entry.name)
+            elif not entry.name.startswith("."):
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not _inside(real, real_root) or _inside(way[-1], real) \
+                            or real in way:
+                        filenames.append(entry.name)  # not followed: see above
+                        continue
+                else:
+                    real = os.path.join(way[-1], entry.name)
+                dirnames.append((entry.name, real))
         filenames.sort()
         yield relative, filenames
         dirnames.sort(reverse=True)  # popped last first: visited in order
         pending.extend((f"{relative}/{name}" if relative else name,
-                        os.path.join(directory, name)) for name in dirnames)
+                        os.path.join(directory, name), (*way, real))
+                       for name, real in dirnames)
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or below it (both real, absolute)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISDIR, "a directory"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file is, in words, from its ``st_mode``."""
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+class NotRegularFile(OSError):
+    """Raised by :func:`read_regular` for a FIFO, device, socket or directory."""
+
+    def __init__(self, path: str | os.PathLike, kind: str):
+        super().__init__(f"{os.fspath(path)} is {kind}, not a regular file")
+        self.path = os.fspath(path)
+        self.kind = kind
+
+
+def read_regular(path: str | os.PathLike, follow: bool = True) -> tuple[bytes, int]:
+    """A regular file's bytes and ``st_mode``, never blocking nor reading without end.
+
+    The file is opened without blocking (a FIFO would wait for a writer) and,
+    unless ``follow``, without following a final symbolic link; then checked
+    to be a regular file, and read up to the size it had when opened (a
+    device or a growing file cannot make it read for ever).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path, file_kind(info.st_mode))
+        size = info.st_size
+        chunks, total = [], 0
+        while total < size:
+            chunk = os.read(fd, size - total)
+            if not chunk:
+                break  # it shrank: what is left is the file
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), info.st_mode

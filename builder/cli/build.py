@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from builder import config, report
 from builder.cli import run, setup_logging
-from builder.context import prepare_work_dir, write_context
+from builder.context import check_output_file, locked_work_dir, write_context
 from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.pipeline import Plan, make_plan
 
@@ -33,16 +33,18 @@ def _build(argv: list[str]) -> int:
     if outputs.list_dependencies:
         print(report.list_dependencies(plan))
     if outputs.template_only:
-        work_dir = prepare_work_dir(settings.work_dir)
-        for name in plan.order:
-            try:
-                write_context(plan.rendered[name], work_dir)
-            except OSError as exc:
-                raise KilnError(f"cannot write the build context of {name} in "
-                                f"{work_dir}: {exc.strerror or exc}") from exc
+        with locked_work_dir(settings.work_dir) as work_dir:
+            for name in plan.order:
+                try:
+                    write_context(plan.rendered[name], work_dir)
+                except OSError as exc:
+                    raise KilnError(f"cannot write the build context of {name} in "
+                                    f"{work_dir}: {exc.strerror or exc}") from exc
         LOG.info("rendered %d image(s) into %s", len(plan.order), work_dir)
     if outputs.stops_before_build:
         return EXIT_OK
+    if outputs.summary_json_file is not None:
+        check_output_file(outputs.summary_json_file, "--summary-json-file")
     return _run_builds(settings, plan)
 
 

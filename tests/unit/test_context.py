@@ -8,7 +8,14 @@ import stat
 import git
 import pytest
 
-from builder.context import FIXED_MTIME, prepare_work_dir, write_context
+from builder.context import (
+    FIXED_MTIME,
+    ContextFileError,
+    WorkDirBusy,
+    locked_work_dir,
+    prepare_work_dir,
+    write_context,
+)
 from builder.prepare import layer_info
 from builder.render import RenderedImage
 from builder.templateset import Layer
@@ -58,6 +65,40 @@ def test_rewriting_a_context_drops_what_the_last_run_left(sources, tmp_path):
     target = write_context(changed, work)
     assert sorted(p.name for p in target.iterdir()) == ["Dockerfile", "start.sh"]
     assert (target / "Dockerfile").read_text() == "FROM busybox\n"
+
+
+def test_links_may_lead_anywhere_inside_their_layer_only(tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "app").mkdir(parents=True)
+    (layer / "shared.conf").write_text("shared")
+    (tmp_path / "outside.conf").write_text("outside")
+    (layer / "app" / "in.conf").symlink_to("../shared.conf")
+    (layer / "app" / "out.conf").symlink_to(tmp_path / "outside.conf")
+    work = prepare_work_dir(tmp_path / "work")
+
+    def app(*names, roots=(layer,)):
+        return RenderedImage(name="app", dockerfile="FROM scratch\n", templates=(),
+                             context_files={n: layer / "app" / n for n in names},
+                             layer_roots=roots)
+
+    assert (write_context(app("in.conf"), work) / "in.conf").read_text() == "shared"
+    with pytest.raises(ContextFileError, match="out.conf is a symbolic link to .*outside.conf, "
+                                               "out of its template layer"):
+        write_context(app("in.conf", "out.conf"), work)
+    assert sorted(p.name for p in (work / "app").iterdir()) == ["Dockerfile", "in.conf"]
+    # files not from a template layer: only their kind is checked
+    target = write_context(app("out.conf", roots=()), work)
+    assert (target / "out.conf").read_text() == "outside"
+
+
+def test_work_dir_lock_is_exclusive_and_released(tmp_path):
+    with locked_work_dir(tmp_path / "work") as work:
+        with pytest.raises(WorkDirBusy, match="is in use by another kiln run "
+                                              f"\\(pid {os.getpid()}, started "):
+            with locked_work_dir(work):
+                pass
+    with locked_work_dir(work):
+        pass
 
 
 def test_layer_git_state_only_inside_a_checkout(tmp_path):

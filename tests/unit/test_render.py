@@ -233,3 +233,22 @@ def test_walk_is_top_down_sorted_skips_hidden_dirs_follows_links(tmp_path):
     assert walked == list(reference(root))
     assert [d for d, _ in walked] == ["", "a", "a/B", "a/b2", "a/z", "b", "linked"]
     assert sorted(load_template_set(root).images) == ["linked", "z"]
+
+
+def test_walk_lists_links_out_of_the_layer_and_loops_as_files(tmp_path):
+    root = tmp_path / "set"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "c").mkdir()
+    (root / "a" / "b" / "f").write_text("x")
+    (root / "a" / "up").symlink_to("..")                 # a loop
+    (root / "a" / "b" / "root").symlink_to(root)         # a loop through the root
+    (root / "c" / "to-a").symlink_to(root / "a")         # inside: followed
+    (root / "a" / "b" / "to-c").symlink_to(root / "c")   # c -> a -> b -> c: once
+    (root / "out").symlink_to(tmp_path)                  # out of the layer
+    walked = dict(_walk(root))
+    assert walked[""] == ["out"]
+    assert walked["a"] == ["up"]
+    assert walked["a/b"] == ["f", "root"]
+    assert walked["c/to-a/b"] == ["f", "root", "to-c"]  # to-c: c is on the way here
+    assert walked["a/b/to-c"] == ["to-a"]               # and a is, here
+    assert sorted(walked) == ["", "a", "a/b", "a/b/to-c", "c", "c/to-a", "c/to-a/b"]
