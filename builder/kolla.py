@@ -454,27 +454,27 @@ def _config_files(conf: cfg.ConfigOpts) -> list[str]:
 
 def _user_sections(paths: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``[<name>-user]`` sections of the config files: {name: {uid, gid, group}}."""
+    from builder.config import read_settings  # config imports this module
+
     users: dict[str, dict[str, Any]] = {}
     for path in paths:
-        sections: dict[str, dict[str, list[str]]] = {}
-        try:
-            cfg.ConfigParser(path, sections).parse()
-        except (OSError, cfg.ParseError) as exc:
-            raise ConfigError(f"cannot read config file: {exc}", path=path) from exc
-        for section, values in sections.items():
+        for setting in read_settings(path):
+            section = setting.section
             if not section.endswith("-user"):
                 continue
             user = users.setdefault(section[:-len("-user")], {})
-            for key, value in values.items():
-                key = key.replace("-", "_")
-                if key == "group":
-                    user[key] = value[-1]
-                elif key in ("uid", "gid"):
-                    try:
-                        user[key] = int(value[-1])
-                    except ValueError:
-                        raise ConfigError(f"[{section}] {key} = {value[-1]!r}: "
-                                          f"not an integer", path=path) from None
+            if setting.key is None:
+                continue
+            key = setting.key.replace("-", "_")
+            if key == "group":
+                user[key] = setting.value
+            elif key in ("uid", "gid"):
+                try:
+                    user[key] = int(setting.value)
+                except ValueError:
+                    raise ConfigError(f"[{section}] {setting.key} = {setting.value!r}: "
+                                      f"not an integer", path=path,
+                                      line=setting.line) from None
     return users
 
 

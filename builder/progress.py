@@ -20,26 +20,39 @@ _FINISHED = (Status.BUILT, Status.UNCHANGED, Status.PUSHED, Status.SKIPPED)
 
 
 class PlainProgress:
-    """One timestamped line per event; --quiet keeps only failures."""
+    """One timestamped line per event; --quiet keeps only failures.
+
+    After an interrupt, images stopped while running get a line each; those
+    that never started are counted in one line at the end.
+    """
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False):
         self._stream = stream or sys.stderr
         self._quiet = quiet
+        self._started: set[str] = set()
+        self._not_started = 0
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        if self._not_started and not self._quiet:
+            self._print(f"interrupted: {self._not_started} image(s) not started")
         return False
 
     def event(self, name: str, status: Status, detail: str) -> None:
+        if status in (Status.BUILDING, Status.PUSHING):
+            self._started.add(name)
+        if status is Status.CANCELLED and name not in self._started:
+            self._not_started += 1
+            return
         if self._quiet and status not in _FAILURES:
             return
+        self._print(f"{name}: {status.value}" + (f" ({detail})" if detail else ""))
+
+    def _print(self, text: str) -> None:
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        text = f"{stamp} {name}: {status.value}"
-        if detail:
-            text += f" ({detail})"
-        print(text, file=self._stream, flush=True)
+        print(f"{stamp} {text}", file=self._stream, flush=True)
 
 
 class LiveProgress:
@@ -76,6 +89,9 @@ class LiveProgress:
         if status in _FAILURES:
             self._live.console.print(f"[red]{name}: {status.value}[/red]"
                                      + (f" ({detail})" if detail else ""))
+        elif status is Status.CANCELLED and name in self._durations:  # it was running
+            self._live.console.print(f"[yellow]{name}: {status.value}[/yellow]"
+                                     + (f" ({detail})" if detail else ""))
 
     def _render(self) -> Group:
         from rich.console import Group
@@ -91,9 +107,12 @@ class LiveProgress:
             "failed": sum(s in _FAILURES for s in statuses.values()),
             "queued": sum(s is Status.QUEUED for s in statuses.values()),
         }
+        cancelled = sum(s is Status.CANCELLED for s in statuses.values())
         heading = Text(f"kiln-build {now - self._t0:.0f}s: {counts['done']} done, "
                        f"{counts['failed']} failed, {len(started)} running, "
-                       f"{counts['queued']} queued, of {len(statuses)}", style="bold")
+                       f"{counts['queued']} queued, "
+                       + (f"{cancelled} cancelled, " if cancelled else "")
+                       + f"of {len(statuses)}", style="bold")
         table = Table(show_edge=False)
         table.add_column("image")
         table.add_column("status")

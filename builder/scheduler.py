@@ -78,7 +78,12 @@ class _State:
     push_attempts: int = 0
     started: float = 0.0
     build_status: Status | None = None
+    working: str | None = None     # "build" or "push" while a worker has it
 
+
+# Seconds between looks at signals while waiting: Ctrl-C may be taken by a
+# worker thread, and the main thread sees it only once it wakes up.
+_POLL = 0.5
 
 BuildFn = Callable[[str, threading.Event], WorkResult]
 PushFn = Callable[[str, threading.Event], WorkResult]
@@ -124,53 +129,141 @@ class Scheduler:
         self._ready: list[tuple[float, str]] = []
         self._failed_before = dict(failed or {})
         self.cancel = threading.Event()
+        # what workers are doing, for waiting on them after an interrupt
+        self._calls = threading.Condition()
+        self._in_call: set[str] = set()     # in the work function now
+        self._entered: set[str] = set()     # entered it since last submitted
+        self._ended: dict[str, float] = {}       # when its last call ended
+        self._results: dict[str, WorkResult] = {}  # and what it returned
 
     # -- public ------------------------------------------------------------
 
     def run(self) -> dict[str, Outcome]:
         """Build (and push) everything; returns one Outcome per image.
 
-        On KeyboardInterrupt no new work starts, running work is asked to stop
-        through ``cancel``, and the interrupt is re-raised once the workers
-        have returned; ``outcomes()`` still gives the partial result.
+        On KeyboardInterrupt no new work starts, every image not done is
+        CANCELLED at once (so a second interrupt still leaves true reasons),
+        running work is asked to stop through ``cancel`` and waited for, and
+        the interrupt is re-raised; ``outcomes()`` gives the partial result.
+        A second interrupt stops the waiting.
         """
-        for name, reason in sorted(self._failed_before.items()):
-            if name in self._names:
-                self._fail(name, Status.FAILED, reason)
-        for name in sorted(self._names):
-            if self._waiting[name] == 0 and self._state[name].status is Status.QUEUED:
-                self._make_ready(name)
         builds = ThreadPoolExecutor(max(1, self._options.threads), "kiln-build")
         pushes = ThreadPoolExecutor(max(1, self._options.push_threads), "kiln-push")
         running: dict[Future, tuple[str, str]] = {}
         try:
+            for name, reason in sorted(self._failed_before.items()):
+                if name in self._names:
+                    self._fail(name, Status.FAILED, reason)
+            for name in sorted(self._names):
+                if self._waiting[name] == 0 and self._state[name].status is Status.QUEUED:
+                    self._make_ready(name)
             while True:
                 self._start_ready(builds, running)
                 if not running:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=_POLL, return_when=FIRST_COMPLETED)
                 for future in done:
                     name, kind = running.pop(future)
                     self._finish(name, kind, future, pushes, running)
         except KeyboardInterrupt:
-            self.cancel.set()
-            for future in running:
-                future.cancel()
-            wait(running)
-            for state in self._state.values():
-                if not state.status.done:
-                    state.status = Status.CANCELLED
-                    state.reason = "interrupted"
+            self._interrupt(running)
+            try:
+                self._wait_for_workers()
+            except KeyboardInterrupt:  # a second one: stop waiting
+                self._settle()
             raise
         finally:
-            builds.shutdown(wait=True, cancel_futures=True)
-            pushes.shutdown(wait=True, cancel_futures=True)
+            # after an interrupt the workers were waited for (or given up on)
+            builds.shutdown(wait=not self.cancel.is_set(), cancel_futures=True)
+            pushes.shutdown(wait=not self.cancel.is_set(), cancel_futures=True)
         return self.outcomes()
 
     def outcomes(self) -> dict[str, Outcome]:
         return {name: Outcome(name, s.status, s.reason, s.image_id, s.build_time,
                               s.push_time, s.attempts, s.build_status)
                 for name, s in sorted(self._state.items())}
+
+    # -- interrupts ------------------------------------------------------------
+
+    def _interrupt(self, running: dict[Future, tuple[str, str]]) -> None:
+        """Stop: cancel what has not started, mark every unfinished image."""
+        with self._calls:  # from here on no worker starts any work
+            self.cancel.set()
+            entered = set(self._entered)
+        for future in running:
+            future.cancel()  # e.g. a push still waiting for a push thread
+        for name, state in self._state.items():
+            if state.working is not None and name not in entered:
+                state.working = None  # submitted, never started
+        for name, state in sorted(self._state.items()):
+            if state.status.done:
+                continue
+            if state.status is Status.BUILDING and state.working:
+                reason = "interrupted while building"
+            elif state.status is Status.BUILDING and state.attempts > 1:
+                reason = "not retried: interrupted"
+            elif state.status is Status.BUILDING:
+                reason = "not started: interrupted"
+            elif state.status is Status.PUSHING and state.working:
+                reason = "interrupted while pushing"
+            elif state.status is Status.PUSHING:
+                reason = "built, not pushed: interrupted"
+            elif state.attempts:
+                reason = "not retried: interrupted"
+            else:
+                reason = "not started: interrupted"
+            state.status, state.reason = Status.CANCELLED, reason
+            self._on_event(name, Status.CANCELLED, reason)
+        self._ready.clear()
+
+    def _wait_for_workers(self) -> None:
+        """Wait for the workers to stop; record how long each ran, and the
+        images whose work ended well before it could be stopped.
+
+        Workers report their end and result themselves (``_call``), so this
+        does not depend on the futures: the interrupt may have come between
+        a submit and its bookkeeping.
+        """
+        with self._calls:
+            while self._in_call:
+                self._calls.wait(_POLL)
+            results = dict(self._results)
+        working = {name: state.working for name, state in self._state.items()}
+        self._settle()
+        for name, kind in sorted(working.items()):
+            state, result = self._state[name], results.get(name)
+            if kind is None or result is None or not result.ok:
+                continue
+            if kind == "build":  # the image exists
+                state.image_id = result.image_id
+                state.build_status = result.status or Status.BUILT
+                if self._push is None:
+                    state.status, state.reason = state.build_status, ""
+                else:
+                    state.reason = "built, not pushed: interrupted"
+            else:
+                state.status, state.reason = Status.PUSHED, ""
+            self._on_event(name, state.status, state.reason)
+
+    def _settle(self) -> None:
+        """Charge the images workers had: until their worker ended, or now."""
+        now = self._clock()
+        with self._calls:
+            in_call, ended = set(self._in_call), dict(self._ended)
+        for name, state in self._state.items():
+            if state.working is not None:
+                self._charge(state, now if name in in_call else ended.get(name, now))
+                state.working = None
+
+    @staticmethod
+    def _charge(state: _State, now: float) -> None:
+        """Count the time since ``state.started`` as building or pushing time."""
+        elapsed = max(0.0, now - state.started)
+        if state.working == "build":
+            state.build_time += elapsed
+        elif state.working == "push":
+            state.push_time += elapsed
+        state.started = now
 
     # -- internals (scheduler thread only) -----------------------------------
 
@@ -185,27 +278,48 @@ class Scheduler:
             state.status = Status.BUILDING
             state.attempts += 1
             state.started = self._clock()
+            state.working = "build"
+            self._submitted(name)
             self._on_event(name, Status.BUILDING,
                            f"attempt {state.attempts}" if state.attempts > 1 else "")
             running[builds.submit(self._call, self._build, name)] = (name, "build")
             building += 1
 
+    def _submitted(self, name: str) -> None:
+        with self._calls:
+            self._entered.discard(name)
+
     def _call(self, function, name: str) -> WorkResult:
+        """Run in a worker thread: the work, and a note of when it ends."""
+        with self._calls:
+            if self.cancel.is_set():  # submitted, but the run was interrupted
+                return WorkResult(False, "interrupted")
+            self._in_call.add(name)
+            self._entered.add(name)
+            self._ended.pop(name, None)
+            self._results.pop(name, None)
+        result = WorkResult(False, "interrupted")
         try:
-            return function(name, self.cancel)
+            result = function(name, self.cancel)
         except Exception as exc:  # a worker never takes the run down
-            return WorkResult(False, f"{type(exc).__name__}: {exc}")
+            result = WorkResult(False, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._calls:
+                self._in_call.discard(name)
+                self._ended[name] = self._clock()
+                self._results[name] = result
+                self._calls.notify_all()
+        return result
 
     def _finish(self, name: str, kind: str, future: Future,
                 pushes: ThreadPoolExecutor, running: dict) -> None:
         state = self._state[name]
         result = future.result()
-        elapsed = self._clock() - state.started
+        self._charge(state, self._clock())
+        state.working = None
         if kind == "build":
-            state.build_time += elapsed
             self._finish_build(name, state, result, pushes, running)
         else:
-            state.push_time += elapsed
             self._finish_push(name, state, result, pushes, running)
 
     def _finish_build(self, name, state, result, pushes, running) -> None:
@@ -232,6 +346,8 @@ class Scheduler:
         state.status = Status.PUSHING
         state.push_attempts += 1
         state.started = self._clock()
+        state.working = "push"
+        self._submitted(name)
         self._on_event(name, Status.PUSHING, "")
         running[pushes.submit(self._call, self._push, name)] = (name, "push")
 

@@ -1,5 +1,10 @@
 """The summary of a run: Kolla's keys (built, failed, not_matched, skipped)
-plus unchanged, each a list of {name, image, id, status, reason, duration}."""
+plus unchanged and cancelled, each a list of {name, image, id, status,
+reason, duration}.
+
+``cancelled`` holds the images an interrupt (Ctrl-C) stopped while they were
+building or pushing, or before they started; they are not failures.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,30 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from builder.exceptions import EXIT_BUILD_FAILED, EXIT_OK, KilnError
+from builder.exceptions import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.naming import ImageNaming
 from builder.scheduler import Outcome, Status
 
-KEYS = ("built", "unchanged", "failed", "not_matched", "skipped")
+KEYS = ("built", "unchanged", "failed", "cancelled", "not_matched", "skipped")
 _KEY_OF = {
     Status.BUILT: "built", Status.PUSHED: "built",
     Status.UNCHANGED: "unchanged",
     Status.FAILED: "failed", Status.PARENT_FAILED: "failed",
-    Status.PUSH_FAILED: "failed", Status.CANCELLED: "failed",
-    Status.QUEUED: "failed", Status.BUILDING: "failed", Status.PUSHING: "failed",
+    Status.PUSH_FAILED: "failed",
+    Status.CANCELLED: "cancelled",
+    # never final once a run has returned; if seen, the run was cut short
+    Status.QUEUED: "cancelled", Status.BUILDING: "cancelled", Status.PUSHING: "cancelled",
     Status.SKIPPED: "skipped",
 }
+
+
+def _log_of(outcome: Outcome, logs: Mapping[str, Path]) -> str | None:
+    """The image's log file, when it has one from this run: it started (or
+    failed before building, which is written there) and the file exists."""
+    path = logs.get(outcome.name)
+    if path is None or not (outcome.attempts or outcome.status is Status.FAILED):
+        return None
+    return str(path) if Path(path).is_file() else None
 
 
 def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
@@ -42,8 +58,10 @@ def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
         key = _KEY_OF[outcome.status]
         if key == "failed":
             entry["allowed_to_fail"] = name in allowed
-            if outcome.status is not Status.PARENT_FAILED and name in logs:
-                entry["log"] = str(logs[name])
+        if key in ("failed", "cancelled"):
+            log = _log_of(outcome, logs)
+            if log is not None:
+                entry["log"] = log
         summary[key].append(entry)
     for name, reason in sorted((skipped or {}).items()):
         summary["skipped"].append({"name": name, "image": naming.ref(name), "id": None,
@@ -55,6 +73,10 @@ def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
 
 
 def exit_code(summary: Mapping[str, list]) -> int:
+    """130 when an interrupt cancelled images, 1 when one failed (and is
+    not allowed to), else 0."""
+    if summary.get("cancelled"):
+        return EXIT_INTERRUPTED
     failed = [e for e in summary["failed"] if not e.get("allowed_to_fail")]
     return EXIT_BUILD_FAILED if failed else EXIT_OK
 
@@ -65,7 +87,7 @@ def to_json(summary: Mapping[str, list]) -> str:
 
 def to_text(summary: Mapping[str, list]) -> str:
     lines = []
-    for key in ("built", "unchanged", "skipped", "failed"):
+    for key in ("built", "unchanged", "skipped", "failed", "cancelled"):
         entries = summary[key]
         if not entries:
             continue

@@ -236,7 +236,7 @@ def test_interrupt_stops_cleanly_and_writes_summary(busybox_base, docker_engine,
     assert process.returncode == 130, err
     summary = json.loads(summary_file.read_text())
     assert by_name(summary, "built")["base"]["status"] == "built"
-    assert by_name(summary, "failed")["slow"]["status"] == "cancelled"
+    assert by_name(summary, "cancelled")["slow"]["status"] == "cancelled"
     assert docker_engine.inspect(f"{cleanup_images.namespace}/slow:latest") is None
     assert "Traceback" not in err
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -214,3 +215,144 @@ def test_durations_history_round_trip(tmp_path):
     assert load_durations(path) == {"kiln/a": 12.346, "kiln/b": 1.0}
     path.write_text("not json")
     assert load_durations(path) == {}
+
+
+# -- interrupts (a real SIGINT to this process, as Ctrl-C sends) -------------------
+
+class FakeClock:
+    def __init__(self, now=100.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def sigint():
+    """Ctrl-C: SIGINT to the main thread (as a terminal's reaches it), where
+    Python raises KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    main = threading.main_thread().ident
+    yield lambda: signal.pthread_kill(main, signal.SIGINT)
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.timeout(30)
+def test_interrupt_cancels_running_and_queued_with_true_durations(sigint):
+    # base built; slow runs 3 s, then Ctrl-C; its child never starts
+    graph = dag(("base", "slow"), ("slow", "child"), ("base", "quick"))
+    clock = FakeClock()
+    events = []
+
+    def build(name, cancel):
+        if name == "base":
+            clock.now += 2
+            return WorkResult(True, image_id="sha256:base")
+        if name == "quick":
+            return WorkResult(True)
+        clock.now += 3
+        sigint()
+        assert cancel.wait(10)
+        clock.now += 0.5  # stopping takes a while
+        return WorkResult(False, "image 'slow': interrupted")
+
+    scheduler = Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=1),
+                          clock=clock, on_event=lambda *e: events.append(e))
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run()
+    outcomes = scheduler.outcomes()
+    assert outcomes["base"].status is Status.BUILT and outcomes["base"].duration == 2
+    slow = outcomes["slow"]
+    assert (slow.status, slow.reason, slow.duration) == (
+        Status.CANCELLED, "interrupted while building", 3.5)
+    child = outcomes["child"]
+    assert (child.status, child.reason, child.duration, child.attempts) == (
+        Status.CANCELLED, "not started: interrupted", 0.0, 0)
+    # quick (ready, behind slow with one thread) never started either
+    assert outcomes["quick"].reason == "not started: interrupted"
+    assert ("slow", Status.CANCELLED, "interrupted while building") in events
+    assert ("child", Status.CANCELLED, "not started: interrupted") in events
+
+
+@pytest.mark.timeout(30)
+def test_second_interrupt_stops_waiting_and_keeps_true_reasons(sigint):
+    graph = dag(("slow", "child"))
+    clock = FakeClock()
+    release = threading.Event()
+
+    def build(name, cancel):
+        clock.now += 3
+        sigint()
+        assert cancel.wait(10)
+        clock.now += 1
+        sigint()  # impatient: Ctrl-C again while the build is still stopping
+        release.wait(10)
+        return WorkResult(False, "stopped late")
+
+    scheduler = Scheduler(graph, graph.nodes, build, clock=clock)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scheduler.run()
+        outcomes = scheduler.outcomes()
+    finally:
+        release.set()
+    assert (outcomes["slow"].status, outcomes["slow"].reason, outcomes["slow"].duration) == (
+        Status.CANCELLED, "interrupted while building", 4.0)
+    assert (outcomes["child"].status, outcomes["child"].reason) == (
+        Status.CANCELLED, "not started: interrupted")
+
+
+@pytest.mark.timeout(30)
+def test_interrupt_while_pushing(sigint):
+    # one push thread: a's push runs, b's waits for it; then Ctrl-C
+    graph = dag(nodes=["a", "b"])
+    clock = FakeClock()
+    pushing = []
+    both_pushing = threading.Event()
+
+    def on_event(name, status, detail):
+        if status is Status.PUSHING:
+            pushing.append(name)
+            if len(pushing) == 2:
+                both_pushing.set()
+
+    def push(name, cancel):
+        assert both_pushing.wait(10)
+        clock.now += 2
+        sigint()
+        assert cancel.wait(10)
+        return WorkResult(False, "interrupted")
+
+    scheduler = Scheduler(graph, graph.nodes, lambda n, c: WorkResult(True), push=push,
+                          clock=clock, on_event=on_event,
+                          options=SchedulerOptions(threads=2, push_threads=1))
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run()
+    outcomes = scheduler.outcomes()
+    first, second = (outcomes[name] for name in pushing)
+    assert (first.status, first.reason, first.push_duration) == (
+        Status.CANCELLED, "interrupted while pushing", 2)
+    assert (second.status, second.reason, second.push_duration) == (
+        Status.CANCELLED, "built, not pushed: interrupted", 0)
+    assert first.build_status is second.build_status is Status.BUILT
+
+
+@pytest.mark.timeout(30)
+def test_build_that_ends_well_despite_the_interrupt_counts_as_built(sigint):
+    graph = dag(("a", "a-child"))
+    clock = FakeClock()
+
+    def build(name, cancel):
+        clock.now += 5
+        sigint()
+        assert cancel.wait(10)
+        clock.now += 1
+        return WorkResult(True, image_id="sha256:a")  # too late to stop
+
+    scheduler = Scheduler(graph, graph.nodes, build, clock=clock)
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run()
+    outcomes = scheduler.outcomes()
+    assert (outcomes["a"].status, outcomes["a"].image_id, outcomes["a"].duration) == (
+        Status.BUILT, "sha256:a", 6)
+    assert outcomes["a-child"].reason == "not started: interrupted"
