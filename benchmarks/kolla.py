@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from procenv import import_time, tool_env  # noqa: E402  (benchmarks/procenv.py)
 
-from builder import config  # noqa: E402
-from builder.pipeline import make_plan  # noqa: E402
+from builder.cli import options  # noqa: E402
+from builder.plan import make_plan  # noqa: E402
 from tests.kolla.kolla_env import (  # noqa: E402
     KollaUnavailable,
     install_kolla,
@@ -109,7 +109,7 @@ class Bench:
 
     def kiln_render(self, cache: Path) -> float:
         start = time.perf_counter()
-        settings = config.load(self.kiln_args(cache))
+        settings = options.load(self.kiln_args(cache))
         plan = make_plan(settings)
         seconds = time.perf_counter() - start
         assert len(plan.rendered) > 150

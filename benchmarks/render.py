@@ -28,11 +28,11 @@ from jinja2.sandbox import SandboxedEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from builder.config import TemplateSettings  # noqa: E402
-from builder.customize import customizable  # noqa: E402
 from builder.naming import ImageNaming  # noqa: E402
-from builder.render import Renderer  # noqa: E402
-from builder.templateset import load_template_set  # noqa: E402
+from builder.settings import TemplateSettings  # noqa: E402
+from builder.templating.api import customizable  # noqa: E402
+from builder.templating.layers import load_template_set  # noqa: E402
+from builder.templating.render import Renderer  # noqa: E402
 
 MACROS = """\
 {% macro install(packages) %}

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from builder.config import RunOptions
 from builder.engine.base import BuildRequest, Engine, ImageInfo
-from builder.exceptions import KilnError
+from builder.errors import KilnError, scrub_url
 from builder.manifest import (
     FINGERPRINT,
     MANIFEST,
@@ -27,7 +26,7 @@ from builder.manifest import (
 )
 from builder.prepare import PreparedImage
 from builder.scheduler import Status, WorkResult
-from builder.sources import scrub_url
+from builder.settings import RunOptions
 
 LOG = logging.getLogger(__name__)
 

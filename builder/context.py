@@ -21,21 +21,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder.exceptions import ConfigError, KilnError
-from builder.render import RenderedImage
-from builder.templateset import NotRegularFile, file_kind, read_regular
+from builder.errors import ConfigError, ContextFileError, WorkDirBusy
+from builder.templating.layers import NotRegularFile, file_kind, read_regular
+from builder.templating.render import RenderedImage
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 MARKER = ".kiln-work-dir"
 LOCK = ".kiln-lock"
-
-
-class WorkDirBusy(ConfigError):
-    """Another run holds the work dir."""
-
-
-class ContextFileError(KilnError):
-    """A file of an image directory that cannot be part of a build context."""
 
 
 def prepare_work_dir(path: Path | None) -> Path:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import __version__
-from builder.sources import PreparedSource, scrub_url
+from builder.errors import scrub_url
+from builder.sources.spec import PreparedSource
 
 SCHEME = 1
 FINGERPRINT = "kiln.fingerprint"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from builder.exceptions import ConfigError
+from builder.errors import ConfigError
 
 # Docker's grammar for a repository path component and a tag.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")

@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.config import CA_BUNDLE_NAME, BuildSettings
 from builder.context import write_context
 from builder.engine.base import Engine
-from builder.exceptions import KilnError
+from builder.errors import KilnError, scrub_url
 from builder.manifest import (
     FINGERPRINT,
     PROXY_ARGS,
@@ -31,9 +30,10 @@ from builder.manifest import (
     public_build_args,
 )
 from builder.naming import ImageNaming
-from builder.pipeline import Plan
-from builder.sources import PreparedSource, prepare_source, scrub_url
-from builder.templateset import Layer
+from builder.plan import Plan
+from builder.settings import CA_BUNDLE_NAME, BuildSettings
+from builder.sources.spec import PreparedSource, prepare_source
+from builder.templating.layers import Layer
 
 LOG = logging.getLogger(__name__)
 

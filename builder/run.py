@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder import config
 from builder.build import BuildJob, ImageBuilder, reusable_images
 from builder.context import locked_work_dir, prepare_logs_dir
+from builder.durations import load_durations, save_durations
 from builder.engine import load_engine
 from builder.engine.base import Engine
-from builder.history import load_durations, save_durations
-from builder.pipeline import Plan
+from builder.output.progress import make_progress
+from builder.output.summary import exit_code, summarize
+from builder.plan import Plan
 from builder.prepare import prepare
-from builder.progress import make_progress
 from builder.scheduler import Scheduler, SchedulerOptions, Status
-from builder.summary import exit_code, summarize
+from builder.settings import BuildSettings, cache_home
 
 LOG = logging.getLogger(__name__)
 
@@ -34,13 +34,13 @@ class RunResult:
     logs_dir: Path
 
 
-def run_builds(settings: config.BuildSettings, plan: Plan) -> RunResult:
+def run_builds(settings: BuildSettings, plan: Plan) -> RunResult:
     with locked_work_dir(settings.work_dir) as work_dir:
         logs_dir = prepare_logs_dir(settings.run.logs_dir, work_dir, plan.templates.images)
         return _run_builds(settings, plan, work_dir, logs_dir)
 
 
-def _run_builds(settings: config.BuildSettings, plan: Plan, work_dir: Path,
+def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
                 logs_dir: Path) -> RunResult:
     options = settings.run
     engine = load_engine(options.engine)
@@ -52,7 +52,7 @@ def _run_builds(settings: config.BuildSettings, plan: Plan, work_dir: Path,
     to_build, skipped = _skip_existing(engine, settings, plan)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     prepared = prepare(plan, settings, engine, to_build, work_dir,
-                       config.cache_home() / "sources", created)
+                       cache_home() / "sources", created)
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
                    logs_dir=logs_dir,
                    existing={} if options.rebuild else reusable_images(
@@ -61,7 +61,7 @@ def _run_builds(settings: config.BuildSettings, plan: Plan, work_dir: Path,
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
             log.write(f"kiln: FAILED before building: {reason}\n")
-    history = config.cache_home() / "durations.json"
+    history = cache_home() / "durations.json"
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
     scheduler = Scheduler(
@@ -91,7 +91,7 @@ def _run_builds(settings: config.BuildSettings, plan: Plan, work_dir: Path,
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
 
 
-def _skip_existing(engine: Engine, settings: config.BuildSettings, plan: Plan
+def _skip_existing(engine: Engine, settings: BuildSettings, plan: Plan
                    ) -> tuple[list[str], dict[str, str]]:
     skipped = {name: "not built: --skip-parents" for name in plan.selection.skipped_parents}
     to_build = []

@@ -6,11 +6,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from builder import config, report
-from builder.cli import run, setup_logging
+from builder.cli import options
+from builder.cli.common import run, setup_logging
 from builder.context import check_output_file, locked_work_dir, write_context
-from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK, KilnError
-from builder.pipeline import Plan, make_plan
+from builder.errors import EXIT_INTERRUPTED, EXIT_OK, KilnError
+from builder.output import listings
+from builder.plan import Plan, make_plan
+from builder.settings import BuildSettings
 
 PROG = "kiln-build"
 LOG = logging.getLogger("builder.cli.build")
@@ -21,17 +23,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build(argv: list[str]) -> int:
-    settings = config.load(argv, prog=PROG)
+    settings = options.load(argv, prog=PROG)
     if settings.debug:
         setup_logging(PROG, True)
     plan = make_plan(settings)
     outputs = settings.outputs
     if outputs.save_dependency is not None:
-        report.save_dependency(plan, outputs.save_dependency)
+        listings.save_dependency(plan, outputs.save_dependency)
     if outputs.list_images:
-        print(report.list_images(plan, outputs.format))
+        print(listings.list_images(plan, outputs.format))
     if outputs.list_dependencies:
-        print(report.list_dependencies(plan))
+        print(listings.list_dependencies(plan))
     if outputs.template_only:
         with locked_work_dir(settings.work_dir) as work_dir:
             for name in plan.order:
@@ -48,7 +50,7 @@ def _build(argv: list[str]) -> int:
     return _run_builds(settings, plan)
 
 
-def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
+def _run_builds(settings: BuildSettings, plan: Plan) -> int:
     from builder.run import run_builds  # the build machinery loads only to build
 
     result = run_builds(settings, plan)
@@ -57,8 +59,8 @@ def _run_builds(settings: config.BuildSettings, plan: Plan) -> int:
     return EXIT_INTERRUPTED if result.interrupted else result.exit_code
 
 
-def _report(settings: config.BuildSettings, result: dict) -> None:
-    from builder.summary import to_json, to_text, write_json
+def _report(settings: BuildSettings, result: dict) -> None:
+    from builder.output.summary import to_json, to_text, write_json
 
     outputs = settings.outputs
     if outputs.format == "json":

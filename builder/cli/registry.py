@@ -36,14 +36,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from builder import __version__
-from builder.cli import run
-from builder.compare import diff_images, format_diff
+from builder.cli.common import run
 from builder.engine import load_engine
-from builder.exceptions import EXIT_INTERRUPTED, EXIT_OK, ConfigError, KilnError
+from builder.errors import (
+    EXIT_BUILD_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    ConfigError,
+    KilnError,
+)
+from builder.graph.selection import compile_pattern
 from builder.manifest import read_labels
-from builder.registry import Credentials, RegistryClient, RegistryOptions
-from builder.selection import compile_pattern
-from builder.sync import (
+from builder.publish.compare import diff_images, format_diff
+from builder.publish.sync import (
     DEFAULT_RELEASE_PATTERN,
     Action,
     EngineSource,
@@ -68,12 +75,11 @@ from builder.sync import (
     sync,
     to_yaml,
 )
+from builder.registry.client import Credentials, RegistryClient, RegistryOptions
 
 PROG = "kiln-registry"
 LOG = logging.getLogger("builder")
-EXIT_FAILED = 1
 STOP_AFTER_ENV = "KILN_SYNC_STOP_AFTER"
-EXIT_STOPPED = 75
 OUTPUT_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
@@ -224,7 +230,7 @@ def _main(argv: list[str]) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return 2 if exc.code else 0
+        return EXIT_USAGE if exc.code else EXIT_OK
     command = {"sync": _sync, "promote": _promote, "list": _list,
                "inspect": _inspect, "diff": _diff}[args.command]
     return command(args)
@@ -306,7 +312,7 @@ def _sync(args) -> int:
               + (f" (and in {args.output})" if args.output and not args.dry_run else "")
               + "; a rerun syncs the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(r.status is Status.FAILED for r in results) else EXIT_OK
+    return EXIT_BUILD_FAILED if any(r.status is Status.FAILED for r in results) else EXIT_OK
 
 
 @contextlib.contextmanager
@@ -480,7 +486,7 @@ def _promote(args) -> int:
                           "checks": checks if args.check else None}, indent=2))
     else:
         print(format_promote(results, args.tag, args.dry_run))
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    return EXIT_BUILD_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 
 
 def _check(client: RegistryClient, plan, tag: str, output: str):

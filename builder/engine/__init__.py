@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from builder.engine.base import Engine, EngineOptions
-from builder.exceptions import ConfigError
+from builder.errors import ConfigError
 
 GROUP = "kiln.engines"
 

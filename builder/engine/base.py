@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.exceptions import KilnError
+from builder.errors import KilnError
 
 
 class EngineError(KilnError):
@@ -70,7 +70,7 @@ class Engine(abc.ABC):
               cancel: threading.Event | None = None) -> Iterator[str]:
         """Build and tag; yield output lines as they come.
 
-        Raises builder.exceptions.BuildError on failure, with the last lines
+        Raises builder.errors.BuildError on failure, with the last lines
         of output in its message. When ``cancel`` is set the backend stops
         the build as soon as it can (even during a silent RUN step) and
         raises BuildError.

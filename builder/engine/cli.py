@@ -38,7 +38,7 @@ from builder.engine.base import (
     EngineOptions,
     PushError,
 )
-from builder.exceptions import BuildError
+from builder.errors import BuildError
 
 TAIL_LINES = 20
 STOP_GRACE = 5.0      # seconds a tool gets to exit after its step was killed, and after SIGTERM

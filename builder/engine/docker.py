@@ -29,7 +29,7 @@ from builder.engine.base import (
     ImageInfo,
     PushError,
 )
-from builder.exceptions import BuildError
+from builder.errors import BuildError
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 TAIL_LINES = 20

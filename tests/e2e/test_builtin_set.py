@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from builder.engine.base import EngineError
-from builder.templateset import load_template_set
+from builder.templating.layers import load_template_set
 from tests.integration.conftest import require_docker, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

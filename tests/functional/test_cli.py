@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import builder
-from builder import config
-from builder.pipeline import make_plan
+from builder.cli import options
+from builder.plan import make_plan
 from tests.conftest import DOWNSTREAM, FAMILY, OVERRIDES
 
 FAMILY_ORDER = ["base", "python-base", "keystone-base", "keystone-api",
@@ -430,7 +430,7 @@ def _assert_platform_is_apps_parent(kiln, args):
         "app": {"parents": ["platform"], "children": []},
         "platform": {"parents": [], "children": ["app"]},
     }
-    graph = make_plan(config.load([str(a) for a in args])).graph
+    graph = make_plan(options.load([str(a) for a in args])).graph
     # What the fingerprint and the base label of app are made of.
     assert graph.nodes["app"]["bases"] == ()
     assert graph.nodes["app"]["base"] == PLATFORM_REF
@@ -441,7 +441,7 @@ def test_build_args_without_one_the_arg_default_is_an_external_base(kiln, tree):
     result = kiln("--templates-dir", root, "--list-dependencies")
     assert result.code == 0, result.err
     assert json.loads(result.out)["app"]["parents"] == []
-    graph = make_plan(config.load(["--templates-dir", str(root)])).graph
+    graph = make_plan(options.load(["--templates-dir", str(root)])).graph
     assert graph.nodes["app"]["bases"] == ("debian:bookworm-slim",)
 
 

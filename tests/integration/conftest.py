@@ -26,7 +26,7 @@ import pytest
 
 from builder.engine.base import BuildRequest, EngineError, EngineOptions
 from builder.engine.docker import DockerEngine
-from builder.exceptions import BuildError
+from builder.errors import BuildError
 from tests.conftest import FIXTURES
 
 BUSYBOX_REF = "kiln-test/busybox:latest"

@@ -22,7 +22,7 @@ import pytest
 from builder.engine import load_engine
 from builder.engine.base import BuildRequest, Engine, EngineError, EngineOptions, PushError
 from builder.engine.cli import error_message, familiar, is_loopback_registry
-from builder.exceptions import BuildError, ConfigError
+from builder.errors import BuildError, ConfigError
 from tests.integration.conftest import BUSYBOX_DOCKERFILE, TestImages, free_port, unavailable
 
 ENGINES = ["podman", "buildah", "docker"]

@@ -22,14 +22,12 @@ import pytest
 import requests
 
 from builder.engine.base import BuildRequest
-from builder.exceptions import ConfigError
-from builder.registry import (
+from builder.errors import Cancelled, ConfigError, RegistryError
+from builder.registry.client import (
     DOCKER_MANIFEST,
     OCI_INDEX,
-    Cancelled,
     Credentials,
     RegistryClient,
-    RegistryError,
     RegistryOptions,
     copy_image,
 )

@@ -21,8 +21,8 @@ import requests
 import yaml
 
 from builder.manifest import FINGERPRINT
-from builder.registry import copy_image
-from builder.sync import EngineSource, RegistrySource, SetNaming, Status, SyncSettings, sync
+from builder.publish.sync import EngineSource, RegistrySource, SetNaming, Status, SyncSettings, sync
+from builder.registry.client import copy_image
 from tests.integration import registry_fixtures, sync_fixtures
 from tests.integration.conftest import free_port
 from tests.integration.registry_fixtures import PASSWORD

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.config import cache_home
-from builder.kolla import BASE_IMAGES, OPENSTACK_RELEASE
+from builder.settings import cache_home
+from builder.templating.kolla.settings import BASE_IMAGES, OPENSTACK_RELEASE
 
 KOLLA_VERSION = "23.0.0"
 BASES = ("debian", "ubuntu", "rocky")

@@ -14,9 +14,26 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from builder import config, kolla
-from builder.exceptions import ConfigError, TemplateError
+from builder.cli import options
+from builder.errors import ConfigError, TemplateError
 from builder.naming import ImageNaming
+from builder.templating.kolla import repos
+from builder.templating.kolla.api import (
+    customizable,
+    debian_package_install,
+    insert_pip_args,
+    kolla_api,
+    raise_error,
+)
+from builder.templating.kolla.repos import RepoTable
+from builder.templating.kolla.settings import (
+    KollaUser,
+    detect_kolla_version,
+    kolla_naming,
+    kolla_settings,
+    rpm_setup_commands,
+    unbuildable_images,
+)
 
 MINIKOLLA = Path(__file__).parent / "fixtures" / "minikolla"
 REPOS = MINIKOLLA / "template" / "repos.yaml"
@@ -35,19 +52,19 @@ def sources(repo: str, *lines: str) -> str:
 # --- debian_package_install ----------------------------------------------------------
 
 def test_debian_package_install_packages_then_cleanup():
-    assert kolla.debian_package_install(["curl", "git"]) == (
+    assert debian_package_install(["curl", "git"]) == (
         "apt-get --error-on=any update && apt-get -y install --no-install-recommends "
         "curl git && apt-get clean && rm -rf /var/lib/apt/lists/*")
 
 
 def test_debian_package_install_keeps_the_cache_when_asked():
-    assert kolla.debian_package_install(["curl"], False) == (
+    assert debian_package_install(["curl"], False) == (
         "apt-get --error-on=any update && apt-get -y install --no-install-recommends curl")
 
 
 def test_debian_package_install_downloads_deb_urls_after_packages():
     url = "https://example.org/pool/tool_1.0_amd64.deb"
-    assert kolla.debian_package_install([url, "curl"]) == (
+    assert debian_package_install([url, "curl"]) == (
         "apt-get --error-on=any update && apt-get -y install --no-install-recommends curl"
         " && apt-get clean && rm -rf /var/lib/apt/lists/*"
         f" && curl --location {url} -o tool_1.0_amd64.deb"
@@ -55,7 +72,7 @@ def test_debian_package_install_downloads_deb_urls_after_packages():
 
 
 def test_debian_package_install_nothing_to_do():
-    assert kolla.debian_package_install([]) == ""
+    assert debian_package_install([]) == ""
 
 
 # --- customizable ----------------------------------------------------------------------
@@ -67,7 +84,7 @@ def context(**variables) -> jinja2.runtime.Context:
 
 def test_customizable_appends_then_removes_in_place():
     values = ["a", "b", "a"]
-    result = kolla.customizable(context(nova_api_packages_append=["c"],
+    result = customizable(context(nova_api_packages_append=["c"],
                                         nova_api_packages_remove=["a", "z"]),
                                 values, "packages")
     # Kolla removes the first equal item only, and changes the template's list
@@ -78,31 +95,31 @@ def test_customizable_appends_then_removes_in_place():
 def test_customizable_override_is_returned_as_given():
     override = ("x",)
     ctx = context(nova_api_packages_override=override, nova_api_packages_append=["c"])
-    assert kolla.customizable(ctx, ["a"], "packages") is override
+    assert customizable(ctx, ["a"], "packages") is override
 
 
 def test_customizable_removes_unhashable_items():
     keys = [{"name": "a", "keyid": "1"}, {"name": "b", "keyid": "2"}]
     ctx = context(nova_api_apt_keys_remove=[{"name": "a", "keyid": "1"}])
-    assert kolla.customizable(ctx, keys, "apt_keys") == [{"name": "b", "keyid": "2"}]
+    assert customizable(ctx, keys, "apt_keys") == [{"name": "b", "keyid": "2"}]
 
 
 def test_customizable_leaves_undefined_lists_undefined():
     missing = jinja2.Undefined(name="nova_api_packages")
-    assert kolla.customizable(context(nova_api_packages_append=["c"]), missing,
+    assert customizable(context(nova_api_packages_append=["c"]), missing,
                               "packages") is missing
 
 
 def test_customizable_copies_what_is_not_a_list():
     values = ("a", "b")
-    assert kolla.customizable(context(nova_api_x_append=["c"]), values, "x") == ["a", "b", "c"]
+    assert customizable(context(nova_api_x_append=["c"]), values, "x") == ["a", "b", "c"]
     assert values == ("a", "b")
 
 
 # --- handle_repos / cleanup_repos ------------------------------------------------------
 
 def test_handle_repos_deb_skips_distro_repos_and_saves_build_only_ones():
-    table = kolla.RepoTable(REPOS)
+    table = RepoTable(REPOS)
     assert table.handle_repos(DEBIAN, ["debian", "cloud", "grafana"], "enable") == (
         "RUN mkdir -p /tmp/kolla-repos-backup && cp /etc/apt/sources.list.d/cloud.sources "
         "/tmp/kolla-repos-backup/cloud.sources 2>/dev/null || true && touch "
@@ -116,7 +133,7 @@ def test_handle_repos_deb_skips_distro_repos_and_saves_build_only_ones():
 
 
 def test_handle_repos_arch_section_adds_keys():
-    table = kolla.RepoTable(REPOS)
+    table = RepoTable(REPOS)
     assert table.handle_repos({**DEBIAN, "base_arch": "aarch64"}, ["grafana"], "enable") == (
         "RUN " + sources("grafana", "Uris: https://apt.example.org/grafana", "Components: main",
                          "Types: deb", "Suites: stable",
@@ -124,8 +141,8 @@ def test_handle_repos_arch_section_adds_keys():
 
 
 def test_handle_repos_only_distro_repos_gives_nothing():
-    assert kolla.RepoTable(REPOS).handle_repos(DEBIAN, ["debian"], "enable") == ""
-    assert kolla.RepoTable(REPOS).handle_repos(DEBIAN, ["cloud"], "disable") == ""
+    assert RepoTable(REPOS).handle_repos(DEBIAN, ["debian"], "enable") == ""
+    assert RepoTable(REPOS).handle_repos(DEBIAN, ["cloud"], "disable") == ""
 
 
 def test_handle_repos_rpm_enable():
@@ -136,7 +153,7 @@ def test_handle_repos_rpm_enable():
              "baseurl=https://yum2.example.org/rabbitmq"]
     rabbitmq = " && ".join(f"echo '{line}' {'>>' if i else '>'}{path}"
                            for i, line in enumerate(lines))
-    answer = kolla.RepoTable(REPOS).handle_repos(ROCKY, ["baseos", "rabbitmq", "epel"], "enable")
+    answer = RepoTable(REPOS).handle_repos(ROCKY, ["baseos", "rabbitmq", "epel"], "enable")
     assert answer == (
         "RUN dnf config-manager --enable baseos || true && "
         "grep -rlF '[rabbitmq_server]' /etc/yum.repos.d/ 2>/dev/null | xargs -r rm -f && "
@@ -151,7 +168,7 @@ def test_handle_repos_rpm_enable():
 
 
 def test_handle_repos_rpm_disable_only_distro_repos_as_kolla_joins_them():
-    answer = kolla.RepoTable(REPOS).handle_repos(ROCKY, ["crb", "epel", "baseos"], "disable")
+    answer = RepoTable(REPOS).handle_repos(ROCKY, ["crb", "epel", "baseos"], "disable")
     # (sic: Kolla puts no separator between two disables)
     assert answer == ("RUN dnf config-manager --disable crb || true"
                       "dnf config-manager --disable baseos || true")
@@ -164,7 +181,7 @@ def test_repos_yaml_override_replaces_entries_and_saves_shared_file_once(tmp_pat
         + "".join(f"  {name}:\n    baseurl: https://mirror.local/{name}\n"
                   f"    gpgkey: https://mirror.local/key\n    name: {name}\n"
                   f"    build_only: true\n" for name in ("baseos", "appstream")))
-    table = kolla.RepoTable(REPOS, str(override))
+    table = RepoTable(REPOS, str(override))
     answer = table.handle_repos(ROCKY, ["baseos", "appstream"], "enable")
     assert answer.count("cp /etc/yum.repos.d/rocky.repo /tmp/kolla-repos-backup/rocky.repo") == 1
     assert "echo 'baseurl=https://mirror.local/appstream' >>/etc/yum.repos.d/appstream.repo" \
@@ -183,11 +200,11 @@ def test_overriding_one_repo_of_a_shared_file_is_an_error(tmp_path):
     override.write_text("rocky:\n  baseos:\n    baseurl: https://m/b\n    gpgkey: https://m/k\n"
                         "    name: baseos\n")
     with pytest.raises(TemplateError, match=r"Repositories \['appstream'\] are still using"):
-        kolla.RepoTable(REPOS, str(override)).handle_repos(ROCKY, ["epel"], "enable")
+        RepoTable(REPOS, str(override)).handle_repos(ROCKY, ["epel"], "enable")
 
 
 def test_cleanup_repos_deb_and_nothing_to_clean():
-    table = kolla.RepoTable(REPOS)
+    table = RepoTable(REPOS)
     assert table.cleanup_repos(DEBIAN) == (
         "RUN [ -f /tmp/kolla-repos-backup/cloud.enabled ] && ( mv "
         "/tmp/kolla-repos-backup/cloud.sources /etc/apt/sources.list.d/cloud.sources "
@@ -202,7 +219,7 @@ def test_cleanup_repos_deb_and_nothing_to_clean():
 ])
 def test_handle_repos_errors(names, message):
     with pytest.raises(TemplateError, match=message):
-        kolla.RepoTable(REPOS).handle_repos(DEBIAN, names, "enable")
+        RepoTable(REPOS).handle_repos(DEBIAN, names, "enable")
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -213,14 +230,14 @@ def test_rpm_repo_needs_url_and_key(tmp_path, entry, message):
     override = tmp_path / "repos.yaml"
     override.write_text(f"rpm:\n  broken:\n    name: broken\n{entry}")
     with pytest.raises(TemplateError, match=message):
-        kolla.RepoTable(REPOS, str(override)).handle_repos(ROCKY, ["broken"], "enable")
+        RepoTable(REPOS, str(override)).handle_repos(ROCKY, ["broken"], "enable")
 
 
 def test_repos_yaml_is_read_once_and_answers_remembered(monkeypatch):
     reads = []
-    real = kolla._read_yaml
-    monkeypatch.setattr(kolla, "_read_yaml", lambda path: reads.append(path) or real(path))
-    table = kolla.RepoTable(REPOS)
+    real = repos._read_yaml
+    monkeypatch.setattr(repos, "_read_yaml", lambda path: reads.append(path) or real(path))
+    table = RepoTable(REPOS)
     first = table.handle_repos(DEBIAN, ["grafana"], "enable")
     for _ in range(50):
         assert table.handle_repos(DEBIAN, ["grafana"], "enable") == first
@@ -231,41 +248,41 @@ def test_repos_yaml_is_read_once_and_answers_remembered(monkeypatch):
 
 def test_missing_repos_yaml_is_reported_when_used():
     with pytest.raises(TemplateError, match="--kolla-repos-yaml"):
-        kolla.RepoTable(None).handle_repos(DEBIAN, ["grafana"], "enable")
+        RepoTable(None).handle_repos(DEBIAN, ["grafana"], "enable")
 
 
 def test_invalid_repos_yaml(tmp_path):
     bad = tmp_path / "repos.yaml"
     bad.write_text("deb: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid repos.yaml"):
-        kolla.RepoTable(bad).handle_repos(DEBIAN, ["grafana"], "enable")
+        RepoTable(bad).handle_repos(DEBIAN, ["grafana"], "enable")
 
 
 # --- small functions -------------------------------------------------------------------
 
 def test_raise_error_stops_with_the_message():
     with pytest.raises(TemplateError, match="^no such user$"):
-        kolla.raise_error("no such user")
+        raise_error("no such user")
 
 
 def test_rpm_setup_commands():
-    assert kolla.rpm_setup_commands(
+    assert rpm_setup_commands(
         ["https://x/epel.rpm", "https://x/my.repo", "local.repo", ""]) == (
         "RUN dnf -y install https://x/epel.rpm",
         "RUN curl -L https://x/my.repo -o /etc/yum.repos.d/my.repo",
         "COPY local.repo /etc/yum.repos.d/",
         "")
     with pytest.raises(ConfigError, match="rpm_setup_config 'thing.txt'"):
-        kolla.rpm_setup_commands(["thing.txt"])
+        rpm_setup_commands(["thing.txt"])
 
 
 def test_insert_pip_args_after_the_first_from():
     text = "# header\nFROM kolla/base:t AS x\nRUN a\nFROM y\n"
     args = [("PIP_INDEX_URL", "u"), ("PIP_TRUSTED_HOST", "h")]
-    assert kolla.insert_pip_args(text, args) == (
+    assert insert_pip_args(text, args) == (
         "# header\nFROM kolla/base:t AS x\nARG PIP_INDEX_URL\nARG PIP_TRUSTED_HOST\n"
         "RUN a\nFROM y\n")
-    assert kolla.insert_pip_args(text, []) is text
+    assert insert_pip_args(text, []) is text
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -276,7 +293,7 @@ def test_insert_pip_args_after_the_first_from():
     ("rocky", "quay.io/rockylinux/rockylinux", "10", "rpm", "dnf"),
 ])
 def test_kolla_defaults_per_base(base, image, tag, package_type, manager):
-    settings = kolla.kolla_settings(base, base_arch="x86_64")
+    settings = kolla_settings(base, base_arch="x86_64")
     assert (settings.base_image, settings.base_tag) == (image, tag)
     assert (settings.base_package_type, settings.distro_package_manager) == (package_type, manager)
     assert settings.tag == f"2026.2-{base}-{tag}"
@@ -287,7 +304,7 @@ def test_kolla_defaults_per_base(base, image, tag, package_type, manager):
 
 
 def test_kolla_settings_derived_values():
-    settings = kolla.kolla_settings("ubuntu", base_arch="aarch64", base_tag="26.04",
+    settings = kolla_settings("ubuntu", base_arch="aarch64", base_tag="26.04",
                                     openstack_release="master")
     assert settings.debian_arch == "arm64"
     assert settings.tag == "master-ubuntu-26.04"
@@ -295,24 +312,24 @@ def test_kolla_settings_derived_values():
 
 
 def test_unbuildable_images_for_base_and_arch():
-    assert kolla.unbuildable_images("debian", "x86_64") == frozenset()
-    assert "tgtd" in kolla.unbuildable_images("rocky", "x86_64")
-    assert kolla.unbuildable_images("debian", "aarch64") == {"bifrost-base"}
-    assert kolla.kolla_settings("rocky", enable_unbuildable=True).unbuildable == frozenset()
+    assert unbuildable_images("debian", "x86_64") == frozenset()
+    assert "tgtd" in unbuildable_images("rocky", "x86_64")
+    assert unbuildable_images("debian", "aarch64") == {"bifrost-base"}
+    assert kolla_settings("rocky", enable_unbuildable=True).unbuildable == frozenset()
 
 
 def test_users_defaults_and_changes():
-    users = kolla.kolla_settings("debian", users={
+    users = kolla_settings("debian", users={
         "nova": {"uid": 1000}, "svc": {"uid": 5, "gid": 6}}).users
-    assert users["kolla"] == kolla.KollaUser(42400, 42400, "kolla")
-    assert users["hacluster"] == kolla.KollaUser(42486, 42486, "haclient")
-    assert users["nova"] == kolla.KollaUser(1000, 42436, "nova")
-    assert users["svc"] == kolla.KollaUser(5, 6, "svc")
-    assert len(kolla.kolla_settings("debian").users) == 85
+    assert users["kolla"] == KollaUser(42400, 42400, "kolla")
+    assert users["hacluster"] == KollaUser(42486, 42486, "haclient")
+    assert users["nova"] == KollaUser(1000, 42436, "nova")
+    assert users["svc"] == KollaUser(5, 6, "svc")
+    assert len(kolla_settings("debian").users) == 85
 
 
 def load(*argv: str):
-    return config.load(["--template-api", "kolla", *map(str, argv)])
+    return options.load(["--template-api", "kolla", *map(str, argv)])
 
 
 def test_settings_from_options_and_user_sections(tmp_path):
@@ -327,8 +344,8 @@ def test_settings_from_options_and_user_sections(tmp_path):
     assert settings.clean_package_cache is False
     assert settings.use_dumb_init is False
     assert settings.base_tag == "bookworm"
-    assert settings.users["nova"] == kolla.KollaUser(1000, 1001, "nova")
-    assert settings.users["svc"] == kolla.KollaUser(50000, 50001, "services")
+    assert settings.users["nova"] == KollaUser(1000, 1001, "nova")
+    assert settings.users["svc"] == KollaUser(50000, 50001, "services")
     # Kolla's repos.yaml found beside the tree
     assert settings.kolla_repos_yaml == REPOS.resolve()
 
@@ -336,11 +353,11 @@ def test_settings_from_options_and_user_sections(tmp_path):
 def test_namespace_and_tag_follow_kolla_unless_given():
     settings = load("--base", "rocky").templates.kolla
     assert (settings.namespace, settings.tag) == ("kolla", "2026.2-rocky-10")
-    naming = kolla.kolla_naming(settings, ImageNaming())
+    naming = kolla_naming(settings, ImageNaming())
     assert naming.ref("base") == "kolla/base:2026.2-rocky-10"
     given = load("--base", "rocky", "--namespace", "mine", "--tag", "t1").templates.kolla
     assert (given.namespace, given.tag) == (None, None)
-    naming = kolla.kolla_naming(given, ImageNaming(namespace="mine", tag="t1"))
+    naming = kolla_naming(given, ImageNaming(namespace="mine", tag="t1"))
     assert naming.ref("x") == "mine/x:t1"
 
 
@@ -377,8 +394,8 @@ def test_kolla_version_of_an_installed_package(tmp_path):
     info = tmp_path / "site-packages" / "kolla-23.0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kolla\nVersion: 23.0.0\n\nbody\n")
-    assert kolla.detect_kolla_version(package / "docker") == "23.0.0"
-    assert kolla.detect_kolla_version(tmp_path / "elsewhere") == ""
+    assert detect_kolla_version(package / "docker") == "23.0.0"
+    assert detect_kolla_version(tmp_path / "elsewhere") == ""
     assert load("--templates-dir", package / "docker").templates.kolla.kolla_version == "23.0.0"
     assert load("--templates-dir", package / "docker",
                 "--kolla-version", "9.9").templates.kolla.kolla_version == "9.9"
@@ -394,14 +411,14 @@ def test_kolla_version_of_a_git_checkout(tmp_path):
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     short = subprocess.run([*git, "log", "-n1", "--pretty=format:%h"], check=True,
                            capture_output=True, text=True).stdout
-    assert kolla.detect_kolla_version(tmp_path / "docker") == short
+    assert detect_kolla_version(tmp_path / "docker") == short
 
 
 # --- the API -----------------------------------------------------------------------------
 
 def test_api_is_kollas():
-    settings = kolla.kolla_settings("debian", kolla_version="23.0.0")
-    api = kolla.kolla_api(settings, ImageNaming(registry="registry.local:5000",
+    settings = kolla_settings("debian", kolla_version="23.0.0")
+    api = kolla_api(settings, ImageNaming(registry="registry.local:5000",
                                                 namespace="kolla", prefix="x-", tag="t"))
     assert api.name == "kolla"
     assert api.undefined is jinja2.Undefined
@@ -418,8 +435,8 @@ def test_api_is_kollas():
 
 
 def test_pip_args_are_inserted_after_the_first_from():
-    settings = kolla.kolla_settings("debian", pip_args=[("PIP_INDEX_URL", "u")])
-    api = kolla.kolla_api(settings, ImageNaming())
+    settings = kolla_settings("debian", pip_args=[("PIP_INDEX_URL", "u")])
+    api = kolla_api(settings, ImageNaming())
     assert api.postprocess("base", "FROM a\nRUN b") == "FROM a\nARG PIP_INDEX_URL\nRUN b"
 
 

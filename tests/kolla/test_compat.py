@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from builder.kolla import unbuildable_images
+from builder.templating.kolla.settings import unbuildable_images
 from tests.kolla.conftest import CUSTOMIZED
 from tests.kolla.kolla_env import (
     BASES,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder import config
+from builder.cli import options
 from builder.resources import BUILTIN_TEMPLATES, builtin_templates
+from builder.settings import TemplateSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_checkout_uses_its_top_level_templates():
     assert BUILTIN_TEMPLATES == ROOT / "templates"
-    assert config.TemplateSettings().templates_dir == ROOT / "templates"
+    assert TemplateSettings().templates_dir == ROOT / "templates"
     # templates/ is the one source: no copy of it is kept inside the package.
     assert not (ROOT / "builder" / "templates").exists()
 
@@ -48,7 +49,7 @@ def test_a_missing_set_is_one_error_naming_where_it_belongs(tmp_path, kiln, monk
     package = _package(tmp_path, packaged=False, sibling=False, project=False)
     missing = builtin_templates(package)
     assert missing == package / "templates"
-    monkeypatch.setattr(config, "BUILTIN_TEMPLATES", missing)
+    monkeypatch.setattr(options, "BUILTIN_TEMPLATES", missing)
     result = kiln("--list-images")
     assert result.code == 2
     assert str(missing) in result.err

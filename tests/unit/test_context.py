@@ -8,17 +8,11 @@ import stat
 import git
 import pytest
 
-from builder.context import (
-    FIXED_MTIME,
-    ContextFileError,
-    WorkDirBusy,
-    locked_work_dir,
-    prepare_work_dir,
-    write_context,
-)
+from builder.context import FIXED_MTIME, locked_work_dir, prepare_work_dir, write_context
+from builder.errors import ContextFileError, WorkDirBusy
 from builder.prepare import layer_info
-from builder.render import RenderedImage
-from builder.templateset import Layer
+from builder.templating.layers import Layer
+from builder.templating.render import RenderedImage
 
 
 @pytest.fixture

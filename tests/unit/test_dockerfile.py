@@ -1,4 +1,4 @@
-"""Tests for builder.dockerfile: the Dockerfile reader behind the image graph."""
+"""Tests for builder.graph.dockerfile: the Dockerfile reader behind the image graph."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from builder.dockerfile import (
+from builder.errors import DockerfileError
+from builder.graph.dockerfile import (
     ImageUse,
     Instruction,
     ParsedDockerfile,
@@ -17,7 +18,6 @@ from builder.dockerfile import (
     parse_dockerfile,
     read_directives,
 )
-from builder.exceptions import DockerfileError
 
 
 def dedent(text: str) -> str:

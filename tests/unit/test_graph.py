@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.config import SelectionCriteria
-from builder.exceptions import ConfigError, GraphError
-from builder.graph import build_graph, build_order
+from builder.errors import ConfigError, GraphError
+from builder.graph.dag import build_graph, build_order
+from builder.graph.selection import select
 from builder.naming import ImageNaming
-from builder.render import RenderedImage
-from builder.selection import select
+from builder.settings import SelectionCriteria
+from builder.templating.render import RenderedImage
 
 
 def images(**dockerfiles):

@@ -9,7 +9,6 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.compare import diff_images, is_empty
 from builder.manifest import (
     ImageInputs,
     digest_tree,
@@ -17,7 +16,8 @@ from builder.manifest import (
     parse_packages,
     public_build_args,
 )
-from builder.sources import PreparedSource
+from builder.publish.compare import diff_images, is_empty
+from builder.sources.spec import PreparedSource
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_./0123456789", min_size=1, max_size=12)
 values = st.text(min_size=0, max_size=16)

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from builder.progress import LiveProgress, PlainProgress, make_progress
+from builder.output.progress import LiveProgress, PlainProgress, make_progress
 from builder.scheduler import Status
 
 

@@ -9,12 +9,12 @@ import weakref
 import jinja2
 import pytest
 
-from builder.config import TemplateSettings
-from builder.customize import customizable
-from builder.exceptions import TemplateError
+from builder.errors import TemplateError
 from builder.naming import ImageNaming
-from builder.render import Renderer
-from builder.templateset import _walk, load_template_set
+from builder.settings import TemplateSettings
+from builder.templating.api import customizable
+from builder.templating.layers import _walk, load_template_set
+from builder.templating.render import Renderer
 
 
 def render(root, *upper, naming=None, **settings):

@@ -207,7 +207,7 @@ def test_build_status_survives_push():
 
 
 def test_durations_history_round_trip(tmp_path):
-    from builder.history import load_durations, save_durations
+    from builder.durations import load_durations, save_durations
     path = tmp_path / "d.json"
     assert load_durations(path) == {}
     save_durations(path, {"kiln/a": 12.3456})

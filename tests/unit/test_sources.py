@@ -24,15 +24,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder.exceptions import KilnError
-from builder.sources import (
+from builder.errors import KilnError, SourceError, scrub_url
+from builder.sources.spec import (
     FIXED_MTIME,
     PreparedSource,
-    SourceError,
     SourceSpec,
     parse_source,
     prepare_source,
-    scrub_url,
 )
 
 SECRET = "s3cr3t-pa55"

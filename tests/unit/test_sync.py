@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from builder.exceptions import ConfigError, KilnError
+from builder.errors import Cancelled, ConfigError, KilnError, SyncError
 from builder.manifest import FINGERPRINT
-from builder.registry import Cancelled, ManifestInfo
-from builder.sync import (
+from builder.publish.sync import (
     Action,
     SetNaming,
     SourceImage,
     Status,
-    SyncError,
     SyncSettings,
     execute,
     family,
@@ -37,6 +35,7 @@ from builder.sync import (
     sync_image,
     to_yaml,
 )
+from builder.registry.client import ManifestInfo
 
 REPO = "kolla/nova"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from builder.config import SelectionCriteria
-from builder.exceptions import ConfigError
+from builder.errors import ConfigError
+from builder.settings import SelectionCriteria
 
 LOG = logging.getLogger(__name__)
 

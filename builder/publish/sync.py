@@ -45,19 +45,17 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from builder.engine.base import Engine, ImageInfo
-from builder.exceptions import ConfigError, KilnError
+from builder.errors import Cancelled, CatalogUnavailable, ConfigError, KilnError, SyncError
+from builder.graph.selection import compile_pattern
 from builder.manifest import FINGERPRINT
 from builder.naming import ImageNaming
-from builder.registry import (
+from builder.registry.client import (
     REPOSITORY_PATTERN,
     TAG_PATTERN,
-    Cancelled,
-    CatalogUnavailable,
     RegistryClient,
     copy_image,
     host_problem,
 )
-from builder.selection import compile_pattern
 
 LOG = logging.getLogger(__name__)
 
@@ -71,12 +69,6 @@ _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 R = TypeVar("R")
-
-
-class SyncError(KilnError):
-    """An image cannot be synced, promoted or listed as asked."""
-
-    exit_code = 1
 
 
 class Action(enum.Enum):

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from builder.exceptions import KilnError
-from builder.graph import dependencies, to_dot
-from builder.pipeline import Plan
+from builder.errors import KilnError
+from builder.graph.dag import dependencies, to_dot
+from builder.plan import Plan
 
 # extensions rendered with Graphviz's ``dot -T<format>``; any other name
 # (``.dot``, ``.gv``, none) gets the DOT text itself

@@ -1,6 +1,7 @@
-"""kiln-build's options.
+"""kiln-build's options (oslo.config): the command line and config files, read into settings.
 
-This is the only module that knows about oslo.config. :func:`load` parses the
+With ``templating/kolla/options.py`` this is the only module that knows about
+oslo.config. :func:`load` parses the
 command line and config files once and returns a :class:`BuildSettings` of
 plain values; nothing below the CLI ever reads global configuration.
 """
@@ -15,34 +16,35 @@ import io
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from oslo_config import cfg
 
-from builder import __version__, kolla
-from builder.exceptions import ConfigError, KilnError
+from builder import __version__
+from builder.errors import ConfigError, KilnError
 from builder.manifest import DEFAULT_SECRET_ARGS
 from builder.naming import ImageNaming
 from builder.resources import BUILTIN_TEMPLATES
-from builder.sources import SourceSpec, parse_source
+from builder.settings import (
+    CA_BUNDLE_NAME,
+    PROXY_VARIABLES,
+    RESERVED_TEMPLATE_VARS,
+    BuildSettings,
+    Outputs,
+    RunOptions,
+    SelectionCriteria,
+    TemplateSettings,
+    cache_home,
+)
+from builder.sources.spec import SourceSpec, parse_source
+from builder.templating.kolla import options as kolla
+from builder.templating.kolla.settings import kolla_naming
 
 LOG = logging.getLogger(__name__)
 
 PROJECT = "kiln"
-
-# Names the render context defines itself; a template variable may not shadow them.
-RESERVED_TEMPLATE_VARS = frozenset({
-    "image_name", "namespace", "image_prefix", "tag", "registry", "image_ref",
-    "parent_template", "env", "ca_bundle",
-})
-
-def cache_home() -> Path:
-    """kiln's cache directory ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache")
-    return Path(base) / "kiln"
 
 
 def _default_cache_dir() -> str:
@@ -190,9 +192,6 @@ _FREE_FORM_GROUPS = {
                    "KEY=VALUE overrides them.", cfg.StrOpt),
 }
 
-CA_BUNDLE_NAME = "kiln-ca-bundle.crt"
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
-
 
 def _free_form_groups() -> list[cfg.OptGroup]:
     return [cfg.OptGroup(name, help=help_text)
@@ -203,81 +202,6 @@ def list_opts():
     """Entry point for oslo-config-generator."""
     return ([(None, _cli_opts + kolla.CLI_OPTS)]
             + [(group, []) for group in _free_form_groups()])
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What the run should produce besides (or instead of) building."""
-
-    template_only: bool = False
-    list_images: bool = False
-    list_dependencies: bool = False
-    save_dependency: Path | None = None
-    format: str = "text"
-    summary_json_file: Path | None = None
-
-    @property
-    def stops_before_build(self) -> bool:
-        return (self.template_only or self.list_images
-                or self.list_dependencies or self.save_dependency is not None)
-
-
-@dataclass(frozen=True)
-class SelectionCriteria:
-    regexes: tuple[str, ...] = ()
-    profiles: tuple[str, ...] = ()
-    profile_defs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    exclude: tuple[str, ...] = ()
-    skip_parents: bool = False
-
-
-@dataclass(frozen=True)
-class TemplateSettings:
-    templates_dir: Path = BUILTIN_TEMPLATES
-    docker_dirs: tuple[Path, ...] = ()
-    overrides: tuple[Path, ...] = ()
-    variables: Mapping[str, str] = field(default_factory=dict)
-    environment: Mapping[str, str] = field(default_factory=dict)
-    strict_undefined: bool = True
-    cache_dir: Path | None = None
-    ca_bundle: str = ""   # its file name in every build context, when one is given
-    api: str = "kiln"     # the template API: "kiln" or "kolla"
-    kolla: kolla.KollaSettings | None = None
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How images are built and pushed."""
-
-    engine: str = "docker"
-    threads: int = 8
-    retries: int = 0
-    push: bool = False
-    push_threads: int = 1
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    network_mode: str | None = None
-    pull: bool = False
-    no_cache: bool = False
-    ca_bundle: Path | None = None
-    logs_dir: Path | None = None
-    quiet: bool = False
-    allowed_to_fail: tuple[str, ...] = ()
-    skip_existing: bool = False
-    rebuild: bool = False
-    secret_build_args: tuple[str, ...] = DEFAULT_SECRET_ARGS
-    static_labels: Mapping[str, str] = field(default_factory=dict)  # OCI vendor, authors, ...
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    naming: ImageNaming
-    templates: TemplateSettings
-    selection: SelectionCriteria
-    outputs: Outputs
-    run: RunOptions = field(default_factory=RunOptions)
-    sources: Mapping[str, SourceSpec] = field(default_factory=dict)
-    work_dir: Path | None = None
-    debug: bool = False
 
 
 def new_config() -> cfg.ConfigOpts:
@@ -639,7 +563,7 @@ def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> Buil
                          namespace=conf.namespace.strip("/"),
                          prefix=conf.image_name_prefix, tag=conf.tag)
     if kolla_settings is not None:  # Kolla's namespace and tag unless given
-        naming = kolla.kolla_naming(kolla_settings, naming)
+        naming = kolla_naming(kolla_settings, naming)
     naming.validate()
     outputs = Outputs(
         template_only=conf.template_only,

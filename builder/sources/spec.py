@@ -52,7 +52,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from builder.exceptions import KilnError
+from builder.errors import SourceError, scrub_url
 
 if TYPE_CHECKING:
     import git
@@ -68,29 +68,8 @@ _FALSE = ("false", "no", "0")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
-# scheme://userinfo@ : the userinfo runs up to the last "@" before the first "/".
-_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)[^/\s]*@", re.IGNORECASE)
 _CHUNK = 1 << 20
 _MAX_SYMLINK_HOPS = 40
-
-
-def scrub_url(text: str) -> str:
-    """Remove ``user:password@`` (or ``token@``) from every ``scheme://`` URL in ``text``."""
-    return _USERINFO.sub(r"\g<scheme>", text)
-
-
-class SourceError(KilnError):
-    """An image's source cannot be read, fetched, verified or archived.
-
-    The message (and ``location``) are scrubbed of credentials however the
-    error was built.
-    """
-
-    def __init__(self, message: str, *, image: str | None = None,
-                 location: str | None = None, hint: str | None = None, **kwargs):
-        super().__init__(scrub_url(message), hint=scrub_url(hint) if hint else hint, **kwargs)
-        self.image = image
-        self.location = scrub_url(location) if location else location
 
 
 @dataclass(frozen=True)

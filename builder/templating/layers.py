@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.exceptions import TemplateError
+from builder.errors import TemplateError
 
 TEMPLATE = "Dockerfile.j2"
 

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping
 
 import networkx as nx
 
-from builder.dockerfile import ParsedDockerfile, parse_dockerfile
-from builder.exceptions import DockerfileError, GraphError
+from builder.errors import DockerfileError, GraphError
+from builder.graph.dockerfile import ParsedDockerfile, parse_dockerfile
 from builder.naming import ImageNaming
-from builder.render import RenderedImage
+from builder.templating.render import RenderedImage
 
 
 def build_graph(rendered: Mapping[str, RenderedImage],

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from builder.config import BuildSettings
-from builder.exceptions import TemplateError
-from builder.graph import build_graph, build_order
-from builder.render import RenderedImage, Renderer
-from builder.selection import Selection, select
-from builder.templateapi import KILN_API, TemplateAPI
-from builder.templateset import TemplateSet, load_template_set
+from builder.errors import TemplateError
+from builder.graph.dag import build_graph, build_order
+from builder.graph.selection import Selection, select
+from builder.settings import BuildSettings
+from builder.templating.api import KILN_API, TemplateAPI
+from builder.templating.layers import TemplateSet, load_template_set
+from builder.templating.render import RenderedImage, Renderer
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Plan:
 
 def _template_api(settings: BuildSettings) -> TemplateAPI:
     if settings.templates.api == "kolla":
-        from builder.kolla import kolla_api
+        from builder.templating.kolla.api import kolla_api
         return kolla_api(settings.templates.kolla, settings.naming)
     return KILN_API
 
@@ -60,7 +60,7 @@ def make_plan(settings: BuildSettings) -> Plan:
     # `ARG BASE` / `FROM ${BASE}` hides a parent and breaks order and fingerprints.
     graph = build_graph(rendered, settings.naming, settings.run.build_args)
     if settings.templates.kolla is not None:
-        from builder.kolla import without_unbuildable
+        from builder.templating.kolla.settings import without_unbuildable
         graph = without_unbuildable(graph, settings.templates.kolla)
     selection = select(graph, settings.selection)
     return Plan(templates, rendered, graph, selection,

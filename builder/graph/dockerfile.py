@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from builder.exceptions import DockerfileError
+from builder.errors import DockerfileError
 
 __all__ = [
     "ImageUse",

@@ -1,5 +1,4 @@
-"""What templates are given to work with: kiln's own template API, or a
-compatible one (``--template-api kolla``) for another project's tree."""
+"""What templates are given to work with: kiln's template API (or Kolla's) and its filters."""
 
 from __future__ import annotations
 
@@ -9,10 +8,29 @@ from typing import Any
 
 import jinja2
 
-from builder.customize import customizable
-
 # Lexer options of kiln's template API (they change the compiled code).
 KILN_SYNTAX = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+
+
+def customizable(context, values, list_name: str):
+    """Kolla's list hook: ``<image>_<list>_override``, else ``_append`` then ``_remove``.
+
+    kiln's version returns a new list and removes every equal item; Kolla's
+    (``kolla.api.customizable``) keeps kolla-build's in-place behaviour.
+    """
+    stem = f"{context['image_name'].replace('-', '_')}_{list_name}_"
+    override = context.get(stem + "override")
+    if override is not None and not isinstance(override, jinja2.Undefined):
+        return list(override)
+    result = list(values)
+    appended = context.get(stem + "append")
+    if appended is not None and not isinstance(appended, jinja2.Undefined):
+        result.extend(appended)
+    removed = context.get(stem + "remove")
+    if removed is not None and not isinstance(removed, jinja2.Undefined):
+        removed = list(removed)  # items may be unhashable (dicts of apt keys)
+        result = [value for value in result if value not in removed]
+    return result
 
 
 @dataclass(frozen=True)

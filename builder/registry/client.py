@@ -47,7 +47,7 @@ import requests
 import requests.adapters
 import requests.auth
 
-from builder.exceptions import ConfigError, KilnError
+from builder.errors import Cancelled, CatalogUnavailable, ConfigError, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -91,26 +91,6 @@ _HOST_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
 
 T = TypeVar("T")
-
-
-class RegistryError(KilnError):
-    """A registry cannot be reached, refused a request, or lacks what was asked for."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, *, registry: str | None = None,
-                 repository: str | None = None, **kwargs):
-        super().__init__(message, **kwargs)
-        self.registry = registry
-        self.repository = repository
-
-
-class Cancelled(RegistryError):
-    """A copy stopped because it was asked to (Ctrl-C): its manifest was not put."""
-
-
-class CatalogUnavailable(RegistryError):
-    """The registry does not list its repositories (GET /v2/_catalog refused)."""
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ import jinja2
 from jinja2.bccache import Bucket, bc_magic
 from jinja2.sandbox import SandboxedEnvironment
 
-from builder.config import TemplateSettings
-from builder.exceptions import KilnError, TemplateError
+from builder.errors import KilnError, TemplateError
 from builder.naming import ImageNaming
-from builder.templateapi import KILN_API, TemplateAPI
-from builder.templateset import ImageDef, NotRegularFile, TemplateSet, read_regular
+from builder.settings import TemplateSettings
+from builder.templating.api import KILN_API, TemplateAPI
+from builder.templating.layers import ImageDef, NotRegularFile, TemplateSet, read_regular
 
 PARENT_MARKER = "kiln-parent:"
 OVERRIDE_PREFIX = "override:"

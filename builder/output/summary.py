@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from builder.exceptions import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, KilnError
+from builder.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.naming import ImageNaming
 from builder.scheduler import Outcome, Status
 

@@ -1,0 +1,1 @@
+"""A client for container registries: credentials and auth, HTTP, media types, image copy."""

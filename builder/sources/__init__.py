@@ -1,0 +1,1 @@
+"""Image sources: a local tree, a git commit or a download, as a reproducible tar."""

@@ -1,0 +1,1 @@
+"""From template layers to rendered Dockerfiles: layers, template APIs, rendering, its cache."""

@@ -1,0 +1,1 @@
+"""Kolla's template API (--template-api kolla): options, settings, repos.yaml, functions."""
