@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from builder.errors import ConfigError
-
-# Docker's grammar for a repository path component and a tag.
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$")
+from builder.reference import COMPONENT, REGISTRY, TAG
 
 
 @dataclass(frozen=True)
@@ -51,19 +46,19 @@ class ImageNaming:
         return None
 
     def validate(self) -> None:
-        if self.registry and not _REGISTRY.match(self.registry):
+        if self.registry and not REGISTRY.fullmatch(self.registry):
             raise ConfigError(f"--registry {self.registry!r} is not a "
                               f"registry host[:port]")
         for part in filter(None, self.namespace.split("/")):
-            if not _COMPONENT.match(part):
+            if not COMPONENT.fullmatch(part):
                 raise ConfigError(
                     f"--namespace {self.namespace!r} is not a valid image "
                     f"namespace (lower-case letters, digits, '.', '_', '-')")
-        if not _TAG.match(self.tag):
+        if not TAG.fullmatch(self.tag):
             raise ConfigError(f"--tag {self.tag!r} is not a valid image tag")
-        if self.prefix and not _COMPONENT.match(self.prefix + "x"):
+        if self.prefix and not COMPONENT.fullmatch(self.prefix + "x"):
             raise ConfigError(f"--image-name-prefix {self.prefix!r} is not "
                               f"valid in an image name")
 
     def validate_name(self, name: str) -> bool:
-        return bool(_COMPONENT.match(f"{self.prefix}{name}"))
+        return bool(COMPONENT.fullmatch(f"{self.prefix}{name}"))

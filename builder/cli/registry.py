@@ -1,4 +1,7 @@
-"""kiln-registry: read, compare and publish images by their version manifest.
+"""kiln-registry: its argument parser, the dispatch of its commands, inspect and diff.
+
+The sync, promote and list commands are in ``cli/publishing.py``, their text in
+``output/registry.py``; a new command adds a subparser and an entry in ``COMMANDS``.
 
 Commands:
 
@@ -25,62 +28,30 @@ is complete and before ``T`` moves, to test interrupted runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
-import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from builder import __version__
 from builder.cli.common import run
+from builder.cli.publishing import PROG, _list, _promote, _sync, registry_options
 from builder.engine import load_engine
 from builder.errors import (
-    EXIT_BUILD_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_STOPPED,
     EXIT_USAGE,
-    ConfigError,
     KilnError,
 )
-from builder.graph.selection import compile_pattern
 from builder.manifest import read_labels
-from builder.publish.compare import diff_images, format_diff
-from builder.publish.sync import (
-    DEFAULT_RELEASE_PATTERN,
-    Action,
-    EngineSource,
-    PromoteResult,
-    RegistrySource,
-    SetNaming,
-    Status,
-    SyncResult,
-    SyncSettings,
-    check_reference,
-    deployed_tag,
-    list_image,
-    old_tag,
-    output_document,
-    parse_registry_reference,
-    plan_promote,
-    promote,
-    promote_labels,
-    run_parallel,
-    select_names,
-    set_repositories,
-    sync,
-    to_yaml,
+from builder.output.registry import (
+    format_inspect,
 )
-from builder.registry.client import Credentials, RegistryClient, RegistryOptions
-
-PROG = "kiln-registry"
-LOG = logging.getLogger("builder")
-STOP_AFTER_ENV = "KILN_SYNC_STOP_AFTER"
-OUTPUT_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+from builder.publish.compare import diff_images, format_diff
+from builder.publish.revisions import (
+    DEFAULT_RELEASE_PATTERN,
+)
+from builder.reference import check_reference, parse_registry_reference
+from builder.registry.client import RegistryClient
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -231,370 +202,7 @@ def _main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else EXIT_OK
-    command = {"sync": _sync, "promote": _promote, "list": _list,
-               "inspect": _inspect, "diff": _diff}[args.command]
-    return command(args)
-
-
-# -- registries ---------------------------------------------------------------------------
-
-def _credentials(args) -> Credentials | None:
-    if args.password_stdin and not args.username:
-        raise ConfigError("--password-stdin needs --username")
-    if not args.username:
-        return None
-    if not args.password_stdin:
-        raise ConfigError("--username needs --password-stdin (the password is read from "
-                          "standard input, never from the command line)")
-    password = sys.stdin.read().rstrip("\r\n")
-    if not password:
-        raise ConfigError("--password-stdin: standard input held no password")
-    return Credentials(args.username, password)
-
-
-def _options(args, *, source: bool = False) -> RegistryOptions:
-    if source:
-        return RegistryOptions(insecure=args.source_insecure, ca_cert=args.source_ca_cert,
-                               timeout=args.timeout, retries=args.retries)
-    if not hasattr(args, "_credentials"):
-        args._credentials = _credentials(args)      # standard input is read once
-    return RegistryOptions(insecure=args.insecure, ca_cert=args.ca_cert,
-                           credentials=args._credentials, timeout=args.timeout,
-                           retries=args.retries)
-
-
-def _naming(args, namespace: str | None = None, tag: str | None = None) -> SetNaming:
-    return SetNaming(namespace=(namespace if namespace is not None else args.namespace)
-                     .strip("/"), prefix=args.image_name_prefix,
-                     tag=tag if tag is not None else args.tag)
-
-
-# -- sync ---------------------------------------------------------------------------------
-
-def _sync(args) -> int:
-    compile_pattern(args.release_pattern, "--release-pattern")
-    output_kind = _output_kind(args.output)
-    destination_namespace = (args.destination_namespace if args.destination_namespace
-                             is not None else args.namespace)
-    settings = SyncSettings(source=_naming(args),
-                            destination=_naming(args, destination_namespace),
-                            release_pattern=args.release_pattern, force=args.force,
-                            dry_run=args.dry_run, threads=args.threads)
-    cancel = threading.Event()
-    # Until --output is written: a Ctrl-C never loses the report of what was published.
-    with _stop_on_interrupt(cancel, settings.tag):
-        with RegistryClient(args.destination, _options(args)) as dest:
-            if args.source == "engine":
-                if args.username:
-                    LOG.warning("the engine pushes the layers with its own login (docker "
-                                "login %s); --username is used for the tags only", dest.host)
-                results = sync(EngineSource(load_engine(args.engine), args.names), dest,
-                               args.regex, settings, _stop_hook(), cancel)
-            else:
-                with RegistryClient(args.source, _options(args, source=True)) as client:
-                    client.ping()
-                    results = sync(RegistrySource(client, args.names), dest, args.regex,
-                                   settings, _stop_hook(), cancel)
-        if args.format == "json":
-            print(json.dumps(_sync_json(results, settings, cancel.is_set()), indent=2))
-        else:
-            print(format_sync(results, settings))
-        sys.stdout.flush()
-        if args.output is not None and not args.dry_run:
-            document = output_document(results, dest.host, settings)
-            _write(args.output, json.dumps(document, indent=2) + "\n"
-                   if output_kind == "json" else to_yaml(document))
-    interrupted = cancel.is_set()
-    if interrupted:
-        stopped = sum(r.status is Status.STOPPED for r in results)
-        print(f"{PROG}: interrupted: {stopped} of {len(results)} image"
-              f"{'s' if len(results) != 1 else ''} not synced; the others are as reported"
-              + (f" (and in {args.output})" if args.output and not args.dry_run else "")
-              + "; a rerun syncs the rest", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_BUILD_FAILED if any(r.status is Status.FAILED for r in results) else EXIT_OK
-
-
-@contextlib.contextmanager
-def _stop_on_interrupt(cancel: threading.Event, tag: str) -> Iterator[None]:
-    """While syncing, the first SIGINT sets ``cancel``; a second one ends the process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupted(signum, frame):
-        # os.write: this may run while the main thread is inside a print().
-        if cancel.is_set():
-            os.write(2, f"{PROG}: interrupted again: stopping now; no {tag} names an "
-                        f"incomplete revision, and a rerun finishes the job\n".encode())
-            os._exit(EXIT_INTERRUPTED)
-        cancel.set()
-        os.write(2, f"{PROG}: interrupted: starting no further image, finishing or "
-                    f"rolling back those in progress (Ctrl-C again to stop at once)\n"
-                 .encode())
-
-    previous = signal.signal(signal.SIGINT, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _stop_hook():
-    """The test hook: end the process between a revision's push and T's move."""
-    if os.environ.get(STOP_AFTER_ENV) != "revision":
-        return None
-
-    def stop(plan):
-        sys.stdout.flush()
-        sys.stderr.write(f"{PROG}: {STOP_AFTER_ENV}=revision: stopping after "
-                         f"{plan.repository}:{plan.target}, before moving the tag\n")
-        sys.stderr.flush()
-        os._exit(EXIT_STOPPED)
-
-    return stop
-
-
-def _output_kind(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    kind = OUTPUT_FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise ConfigError(f"--output {path}: the name must end in .json, .yaml or .yml")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: directory {path.parent} does not exist")
-    return kind
-
-
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise KilnError(f"cannot write --output {path}: {exc.strerror or exc}") from exc
-
-
-_LABELS = {Status.PUSHED: "pushed", Status.MOVED: "moved", Status.UNCHANGED: "unchanged",
-           Status.SKIPPED: "skipped", Status.FAILED: "failed", Status.STOPPED: "stopped"}
-_PLANNED = {Action.PUSH: "would push", Action.MOVE: "would move",
-            Action.UNCHANGED: "unchanged", Action.SKIP: "skipped"}
-
-
-def format_sync(results: Sequence[SyncResult], settings: SyncSettings) -> str:
-    tag = settings.tag
-    width = max((len(r.image) for r in results), default=0)
-    lines = []
-    for r in results:
-        plan = r.plan
-        label = (_PLANNED[plan.action] if r.status is Status.PLANNED and plan
-                 else _LABELS[r.status])
-        if r.status in (Status.FAILED, Status.STOPPED):
-            detail = r.error or ""
-        elif plan is None or plan.action is Action.SKIP:
-            detail = plan.note if plan else ""
-        elif plan.action is Action.PUSH:
-            detail = r.reference or ""
-            if plan.target != tag:
-                detail += f", then {tag} moves to it" if r.status is Status.PLANNED \
-                    else f", {tag} moved to it"
-            if plan.note:
-                detail += f" ({plan.note})"
-        elif plan.action is Action.MOVE:
-            detail = f"{tag} -> {r.reference} ({plan.note})"
-        else:
-            detail = r.reference or ""
-        lines.append(f"{label:10s} {r.image:{width}s}  {detail}".rstrip())
-    counts = _counts(results)
-    lines.append(f"{len(results)} image{'s' if len(results) != 1 else ''}: " +
-                 ", ".join(f"{n} {what}" for what, n in counts.items() if n or what in
-                           ("pushed", "unchanged", "failed")) +
-                 (" (dry run: nothing changed)" if settings.dry_run else ""))
-    return "\n".join(lines)
-
-
-def _counts(results: Sequence[SyncResult]) -> dict[str, int]:
-    counts = dict.fromkeys(("pushed", "moved", "unchanged", "skipped", "failed",
-                            "stopped"), 0)
-    for r in results:
-        if r.status is Status.PLANNED and r.plan is not None:
-            key = {Action.PUSH: "pushed", Action.MOVE: "moved", Action.UNCHANGED:
-                   "unchanged", Action.SKIP: "skipped"}[r.plan.action]
-        else:
-            key = r.status.value
-        counts[key] += 1
-    return counts
-
-
-def _sync_json(results: Sequence[SyncResult], settings: SyncSettings,
-               interrupted: bool = False) -> dict:
-    return {
-        "tag": settings.tag, "dry_run": settings.dry_run, "interrupted": interrupted,
-        "counts": _counts(results),
-        "results": [{"image": r.image, "status": r.status.value,
-                     "action": r.plan.action.value if r.plan else None,
-                     "source": r.plan.source if r.plan else None,
-                     "reference": r.reference, "tag": r.plan.target if r.plan else None,
-                     "digest": r.digest, "revisions": list(r.plan.revisions) if r.plan
-                     else [], "note": r.plan.note if r.plan else "", "error": r.error}
-                    for r in results]}
-
-
-# -- promote ------------------------------------------------------------------------------
-
-def _promote(args) -> int:
-    naming = _naming(args)
-    with RegistryClient(args.registry, _options(args)) as client:
-        client.ping()
-        repositories = set_repositories(client, naming, args.names)
-        names = select_names(repositories, args.regex, f"registry {client.host} under "
-                             f"{naming.repository('*')}")
-
-        def plan(name: str) -> PromoteResult:
-            try:
-                found = plan_promote(client, name, repositories[name], args.tag,
-                                     args.revision)
-            except KilnError as exc:
-                return PromoteResult(name, "failed", error=str(exc))
-            if found is None:
-                return PromoteResult(name, "skipped")
-            return PromoteResult(name, "current" if found.current else "planned", found)
-
-        def execute(planned: PromoteResult) -> PromoteResult:
-            if planned.status != "planned" or args.dry_run:
-                return planned
-            try:
-                promote(client, planned.plan, args.tag)
-            except KilnError as exc:
-                return PromoteResult(planned.image, "failed", planned.plan, str(exc))
-            return PromoteResult(planned.image, "promoted", planned.plan)
-
-        plans = run_parallel(plan, names, args.threads)
-        checks = {}
-        if args.check:
-            for planned in plans:
-                if planned.status == "planned":
-                    checks[planned.image] = _check(client, planned.plan, args.tag,
-                                                   args.format)
-            if args.format == "text":
-                for name, text in checks.items():
-                    print(f"== {name}\n{text}")
-        by_name = {p.image: p for p in plans}
-        results = run_parallel(lambda name: execute(by_name[name]), names, args.threads)
-    if args.format == "json":
-        print(json.dumps({"results": [_promote_json(r, client, args.tag) for r in results],
-                          "checks": checks if args.check else None}, indent=2))
-    else:
-        print(format_promote(results, args.tag, args.dry_run))
-    return EXIT_BUILD_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
-
-
-def _check(client: RegistryClient, plan, tag: str, output: str):
-    """What differs between the deployed image and the candidate: text, or a dict for JSON."""
-    deployed, candidate = promote_labels(client, plan)
-    candidate_ref = client.reference(plan.repository, plan.candidate_revision or
-                                     plan.candidate)
-    if deployed is None:
-        missing = client.reference(plan.repository, deployed_tag(tag))
-        text = f"nothing is deployed yet ({missing} does not exist); the candidate is " \
-               f"{candidate_ref}"
-        return text if output == "text" else {"deployed": None, "candidate": candidate_ref}
-    deployed_ref = client.reference(plan.repository, plan.deployed_revision or
-                                    deployed_tag(tag))
-    diff = diff_images(read_labels(deployed), read_labels(candidate))
-    if output == "text":
-        return format_diff(diff, deployed_ref, candidate_ref)
-    return {"deployed": deployed_ref, "candidate": candidate_ref, "diff": diff}
-
-
-def format_promote(results: Sequence[PromoteResult], tag: str, dry_run: bool) -> str:
-    lines = []
-    width = max((len(r.image) for r in results), default=0)
-    for r in results:
-        plan = r.plan
-        if r.status == "failed":
-            detail = r.error or ""
-        elif plan is None:
-            detail = f"no tag {tag}"
-        else:
-            candidate = plan.candidate_revision or plan.candidate
-            if plan.current:
-                detail = f"{deployed_tag(tag)} is already {candidate}"
-            else:
-                detail = f"{deployed_tag(tag)} -> {candidate}"
-                if plan.deployed_digest:
-                    detail += f", {old_tag(tag)} -> " \
-                              f"{plan.deployed_revision or 'the image deployed before'}"
-        label = {"planned": "would promote", "current": "unchanged"}.get(r.status, r.status)
-        lines.append(f"{label:13s} {r.image:{width}s}  {detail}".rstrip())
-    if dry_run:
-        lines.append("dry run: nothing changed")
-    return "\n".join(lines)
-
-
-def _promote_json(r: PromoteResult, client: RegistryClient, tag: str) -> dict:
-    plan = r.plan
-    return {"image": r.image, "status": r.status, "error": r.error,
-            "repository": f"{client.host}/{plan.repository}" if plan else None,
-            "candidate": plan.candidate_revision or plan.candidate if plan else None,
-            "candidate_digest": plan.candidate_digest if plan else None,
-            "deployed_before": plan.deployed_revision if plan else None,
-            "deployed_digest_before": plan.deployed_digest if plan else None}
-
-
-# -- list -------------------------------------------------------------------------------------
-
-def _list(args) -> int:
-    naming = _naming(args, tag=args.tag or "latest")
-    with RegistryClient(args.registry, _options(args)) as client:
-        client.ping()
-        repositories = set_repositories(client, naming, args.names)
-        names = select_names(repositories, args.regex, f"registry {client.host} under "
-                             f"{naming.repository('*')}")
-        listed = run_parallel(lambda name: list_image(client, repositories[name], args.tag),
-                              names, args.threads)
-    images = {name: {"repository": f"{client.host}/{repositories[name]}", "tags": tags}
-              for name, tags in zip(names, listed, strict=True)}
-    if args.format == "json":
-        print(json.dumps({"registry": client.host, "images": {
-            name: {"repository": entry["repository"],
-                   "tags": [vars(t) for t in entry["tags"]]}
-            for name, entry in images.items()}}, indent=2))
-    else:
-        print(format_list(images, args.tag))
-    return EXIT_OK
-
-
-def format_list(images: dict, tag: str | None = None) -> str:
-    lines = []
-    for entry in images.values():
-        lines.append(entry["repository"])
-        groups: dict[str, list] = {}
-        for info in entry["tags"]:
-            groups.setdefault(info.digest, []).append(info)
-        if not groups:
-            lines.append(f"  (no {tag} tags)" if tag else "  (no tags)")
-        width = max((len(_leader(g).tag) for g in groups.values()), default=0)
-        for group in groups.values():
-            leader = _leader(group)
-            others = [i.tag for i in group if i is not leader]
-            also = f" ({', '.join(others)})" if others else ""
-            lines.append(f"  {leader.tag:{width}s}  fingerprint {_short(leader.fingerprint)}  "
-                         f"created {leader.created or '?'}  digest {_short(leader.digest)}"
-                         f"{also}")
-    return "\n".join(lines)
-
-
-def _leader(group: list):
-    """The revision tag naming an image, else its first tag."""
-    return next((i for i in group if i.revision is not None), group[0])
-
-
-def _short(value: str | None) -> str:
-    if not value:
-        return "(none)"
-    algorithm, _, hexa = value.partition(":")
-    return f"{algorithm}:{hexa[:12]}" if hexa else value
+    return COMMANDS[args.command](args)
 
 
 # -- inspect and diff -----------------------------------------------------------------------
@@ -630,7 +238,7 @@ def _read(args, ref: str) -> dict:
         labels["id"] = info.id
     else:
         host, repository, reference = parsed
-        with RegistryClient(host, _options(args)) as client:
+        with RegistryClient(host, registry_options(args)) as client:
             info = client.manifest(repository, reference)
         if info is None:
             raise KilnError(f"no image {ref} in registry {host}")
@@ -643,44 +251,9 @@ def _read(args, ref: str) -> dict:
     return labels
 
 
-def format_inspect(ref: str, labels: dict) -> str:
-    manifest, oci = labels["manifest"], labels["oci"]
-    lines = [f"image:       {ref} ({labels['id']})"]
-    if labels.get("digest"):
-        lines.append(f"digest:      {labels['digest']}")
-    lines += [f"fingerprint: {labels['fingerprint']}",
-              f"created:     {oci.get('created', '?')}",
-              f"built by:    kiln {manifest.get('kiln', '?')}"]
-    for key in ("base.name", "base.digest", "revision", "source", "vendor", "licenses"):
-        if key in oci:
-            lines.append(f"{key + ':':12s} {oci[key]}")
-    lines.append("templates:")
-    for layer in manifest.get("layers", []):
-        state = ("" if layer.get("commit") is None else
-                 f" git {layer['commit'][:12]}{' (dirty)' if layer.get('dirty') else ''}")
-        lines.append(f"  {layer['label']}: {layer['path']}{state}")
-    for path, digest in manifest.get("templates", {}).items():
-        lines.append(f"  {path} {digest}")
-    if manifest.get("sources"):
-        lines.append("sources:")
-        for s in manifest["sources"]:
-            at = f" @ {s['reference']}" if s.get("reference") else ""
-            what = s.get("commit") or s.get("content")
-            lines.append(f"  {s['name']}: {s['type']} {s['location']}{at} -> {what}")
-    if manifest.get("parents"):
-        lines.append("parents:")
-        for p in manifest["parents"]:
-            lines.append(f"  {p['ref']} (fingerprint {p['fingerprint']}, id {p.get('id')})")
-    if manifest.get("build_args"):
-        lines.append("build args:")
-        lines.extend(f"  {k}={v}" for k, v in manifest["build_args"].items())
-    packages = labels["packages"]
-    total = sum(len(v) for v in packages.values())
-    lines.append(f"packages: {total}" + (" (" + ", ".join(
-        f"{len(v)} {k}" for k, v in packages.items()) + ")" if packages else ""))
-    for kind, items in packages.items():
-        lines.extend(f"  {kind} {name} {version}" for name, version in items.items())
-    return "\n".join(lines)
+# Each subparser's name -> the function that runs it (it returns the exit code).
+COMMANDS = {"sync": _sync, "promote": _promote, "list": _list,
+            "inspect": _inspect, "diff": _diff}
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from builder.cli.registry import main as registry_main
 from builder.engine.base import BuildRequest, EngineError, ImageInfo
 from builder.engine.docker import DockerEngine
 from builder.manifest import FINGERPRINT, MANIFEST
-from builder.registry.client import Credentials, RegistryClient, RegistryOptions
+from builder.registry.auth import Credentials
+from builder.registry.client import RegistryClient
+from builder.registry.http import RegistryOptions
 from tests.conftest import Result
 from tests.integration.conftest import TestImages
 from tests.integration.registry_fixtures import PASSWORD, USERNAME, FaultProxy

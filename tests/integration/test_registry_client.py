@@ -23,14 +23,11 @@ import requests
 
 from builder.engine.base import BuildRequest
 from builder.errors import Cancelled, ConfigError, RegistryError
-from builder.registry.client import (
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    Credentials,
-    RegistryClient,
-    RegistryOptions,
-    copy_image,
-)
+from builder.registry.auth import Credentials
+from builder.registry.client import RegistryClient
+from builder.registry.copy import copy_image
+from builder.registry.http import RegistryOptions
+from builder.registry.media import DOCKER_MANIFEST, OCI_INDEX
 from tests.integration import registry_fixtures
 from tests.integration.conftest import TestImages, free_port
 from tests.integration.registry_fixtures import PASSWORD, USERNAME

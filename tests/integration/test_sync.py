@@ -21,8 +21,10 @@ import requests
 import yaml
 
 from builder.manifest import FINGERPRINT
-from builder.publish.sync import EngineSource, RegistrySource, SetNaming, Status, SyncSettings, sync
-from builder.registry.client import copy_image
+from builder.publish.origins import EngineSource, RegistrySource
+from builder.publish.revisions import SetNaming
+from builder.publish.sync import Status, SyncSettings, sync
+from builder.registry.copy import copy_image
 from tests.integration import registry_fixtures, sync_fixtures
 from tests.integration.conftest import free_port
 from tests.integration.registry_fixtures import PASSWORD

@@ -13,29 +13,21 @@ import yaml
 
 from builder.errors import Cancelled, ConfigError, KilnError, SyncError
 from builder.manifest import FINGERPRINT
+from builder.publish.origins import SourceImage
+from builder.publish.output import output_document, to_yaml
+from builder.publish.promote import plan_promote, promote
+from builder.publish.revisions import SetNaming, family, revision_number, revisions, select_names
 from builder.publish.sync import (
     Action,
-    SetNaming,
-    SourceImage,
     Status,
     SyncSettings,
     execute,
-    family,
-    output_document,
-    parse_registry_reference,
     plan_image,
-    plan_promote,
-    promote,
-    reference_problem,
-    revision_number,
-    revisions,
-    select_names,
-    split_local_reference,
     sync,
     sync_image,
-    to_yaml,
 )
-from builder.registry.client import ManifestInfo
+from builder.reference import parse_registry_reference, reference_problem, split_reference
+from builder.registry.media import ManifestInfo
 
 REPO = "kolla/nova"
 
@@ -149,10 +141,10 @@ def test_revision_numbers():
 
 
 def test_references():
-    assert split_local_reference("kolla/nova:ocata") == (None, "kolla/nova", "ocata")
-    assert split_local_reference("127.0.0.1:5000/kolla/nova:ocata") == \
+    assert split_reference("kolla/nova:ocata") == (None, "kolla/nova", "ocata")
+    assert split_reference("127.0.0.1:5000/kolla/nova:ocata") == \
         ("127.0.0.1:5000", "kolla/nova", "ocata")
-    assert split_local_reference("localhost/kolla/nova") == ("localhost", "kolla/nova", None)
+    assert split_reference("localhost/kolla/nova") == ("localhost", "kolla/nova", None)
     assert parse_registry_reference("kolla/nova:ocata") is None
     assert parse_registry_reference("quay.io/kolla/nova") == ("quay.io", "kolla/nova",
                                                               "latest")
