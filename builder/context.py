@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from builder.errors import ConfigError, ContextFileError, WorkDirBusy
+from builder.sources.archive import FIXED_MTIME
 from builder.templating.layers import NotRegularFile, file_kind, read_regular
 from builder.templating.render import RenderedImage
 
-FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 MARKER = ".kiln-work-dir"
 LOCK = ".kiln-lock"
 

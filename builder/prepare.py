@@ -32,7 +32,8 @@ from builder.manifest import (
 from builder.naming import ImageNaming
 from builder.plan import Plan
 from builder.settings import CA_BUNDLE_NAME, BuildSettings
-from builder.sources.spec import PreparedSource, prepare_source
+from builder.sources.fetch import prepare_source
+from builder.sources.spec import PreparedSource
 from builder.templating.layers import Layer
 
 LOG = logging.getLogger(__name__)

@@ -8,21 +8,28 @@ plain values; nothing below the CLI ever reads global configuration.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import difflib
-import glob
 import io
 import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from oslo_config import cfg
 
 from builder import __version__
+from builder.cli.config_files import (
+    PROJECT,
+    Setting,
+    config_files,
+    describe_oslo_error,
+    locate_bad_value,
+    long_option,
+    option_of_oslo_error,
+    read_settings,
+    unread_settings,
+)
 from builder.errors import ConfigError, KilnError
 from builder.manifest import DEFAULT_SECRET_ARGS
 from builder.naming import ImageNaming
@@ -38,13 +45,12 @@ from builder.settings import (
     TemplateSettings,
     cache_home,
 )
-from builder.sources.spec import SourceSpec, parse_source
+from builder.sources.spec import SOURCE_KEYS, SourceSpec, parse_source
 from builder.templating.kolla import options as kolla
 from builder.templating.kolla.settings import kolla_naming
 
 LOG = logging.getLogger(__name__)
 
-PROJECT = "kiln"
 
 
 def _default_cache_dir() -> str:
@@ -223,12 +229,12 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
     try:
         _parse(conf, argv, prog)
         source_sections = _register_free_form_keys(conf)
-        for warning in unread_settings(conf, source_sections):
+        for warning in unread_settings(conf, source_sections, _FREE_FORM_GROUPS):
             LOG.warning("%s", warning)
         return _settings(conf, source_sections)
     except cfg.Error as exc:
-        located = _locate_bad_value(argv, prog, _option_of_oslo_error(exc))
-        raise (located or ConfigError(_describe_oslo_error(exc))) from exc
+        located = locate_bad_value(argv, prog, _CLI_OPTS_BY_DEST.get(option_of_oslo_error(exc)))
+        raise (located or ConfigError(describe_oslo_error(exc))) from exc
     except ValueError as exc:  # a bad value found when an option is read
         raise ConfigError(f"bad option value: {exc}") from exc
 
@@ -249,245 +255,14 @@ def _parse(conf: cfg.ConfigOpts, argv: Sequence[str], prog: str) -> None:
         # argparse checks config file values of command-line options too
         match = re.match(r"argument (\S+): ", message)
         if match:
-            located = _locate_bad_value(argv, prog, _long_option(match.group(1)))
+            opt = _CLI_OPTS_BY_DEST.get(long_option(match.group(1)))
+            located = locate_bad_value(argv, prog, opt)
             if located is not None:
                 raise located from None
         raise ConfigError(f"{message} (see {prog} --help)") from None
 
 
-def _describe_oslo_error(exc: cfg.Error) -> str:
-    text = str(exc)
-    return text if text else exc.__class__.__name__
-
-
-# --- where a setting is: file, line, section --------------------------------
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One ``key = value`` line of a config file (``key`` None: a section header)."""
-
-    path: str
-    line: int
-    section: str
-    key: str | None = None
-    value: str = ""
-
-
-class _LocatingParser(cfg.ConfigParser):
-    """oslo.config's own parser, remembering the line of each section and key."""
-
-    def __init__(self, filename: str):
-        super().__init__(filename, {})
-        self.found: list[Setting] = []
-        self._key_line = 0
-
-    def new_section(self, section: str) -> None:
-        super().new_section(section)
-        self.found.append(Setting(self.filename, self.lineno, section))
-
-    def _split_key_value(self, line: str):
-        self._key_line = self.lineno
-        return super()._split_key_value(line)
-
-    def assignment(self, key: str, value: list[str]) -> None:
-        super().assignment(key, value)
-        self.found.append(Setting(self.filename, self._key_line, self.section or "",
-                                  key, "\n".join(value)))
-
-
-def read_settings(path: str) -> list[Setting]:
-    """Every section header and ``key = value`` of a config file, in order."""
-    parser = _LocatingParser(path)
-    try:
-        parser.parse()
-    except (OSError, cfg.ParseError) as exc:
-        raise ConfigError(f"cannot read config file: {exc}", path=path) from exc
-    return parser.found
-
-
 _CLI_OPTS_BY_DEST = {opt.dest: opt for opt in _cli_opts + kolla.CLI_OPTS}
-
-
-def _long_option(names: str) -> str:
-    """``-T/--threads`` (argparse's name of an argument) -> ``threads``."""
-    for name in names.split("/"):
-        if name.startswith("--"):
-            return name[2:].replace("-", "_")
-    return names.lstrip("-").replace("-", "_")
-
-
-def _option_of_oslo_error(exc: cfg.Error) -> str:
-    match = re.match(r"Value for option (\S+) ", str(exc))
-    return match.group(1).replace("-", "_") if match else ""
-
-
-def _on_command_line(argv: Sequence[str], opt: cfg.Opt) -> bool:
-    flags = {f"--{opt.name}", f"--{opt.dest}"}
-    if getattr(opt, "short", None):
-        flags.add(f"-{opt.short}")
-    if isinstance(opt, cfg.BoolOpt):
-        flags |= {f"--no{opt.name}", f"--no{opt.dest}"}
-    for arg in argv:
-        if arg == "--":
-            break
-        flag = arg.partition("=")[0]
-        if flag in flags or (opt.short and arg.startswith(f"-{opt.short}")
-                             and not arg.startswith("--")):
-            return True
-    return False
-
-
-def _argv_config_files(argv: Sequence[str], prog: str) -> list[str]:
-    """The config files oslo.config reads for ``argv`` (also when it failed)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--config-file", action="append", default=None)
-    parser.add_argument("--config-dir", action="append", default=None)
-    known, _ = parser.parse_known_args(list(argv))
-    files = known.config_file
-    if files is None:
-        files = cfg.find_config_files(project=PROJECT, prog=prog)
-    dirs = known.config_dir
-    if dirs is None:
-        dirs = cfg.find_config_dirs(project=PROJECT, prog=prog)
-    files = [os.path.expanduser(f) for f in files]
-    for directory in dirs:
-        files.extend(sorted(glob.glob(os.path.join(os.path.expanduser(directory),
-                                                   "*.conf"))))
-    return [f for f in files if os.path.isfile(f)]
-
-
-def _locate_bad_value(argv: Sequence[str], prog: str, dest: str) -> ConfigError | None:
-    """A ConfigError naming the file, line and section of a bad option value.
-
-    ``dest`` is an option of [DEFAULT] that oslo.config (or argparse) found a
-    bad value for; None when the value did not come from a config file.
-    """
-    opt = _CLI_OPTS_BY_DEST.get(dest)
-    if opt is None or _on_command_line(argv, opt):
-        return None
-    try:
-        settings = [s for path in _argv_config_files(argv, prog)
-                    for s in read_settings(path)
-                    if s.section == "DEFAULT" and s.key == dest]
-    except ConfigError:
-        return None
-    for setting in settings:
-        try:
-            opt.type(setting.value)
-        except ValueError as exc:
-            return _bad_value(setting, _value_problem(exc))
-    if settings:  # every value passes alone: name the one that wins
-        return _bad_value(settings[-1], "not a valid value")
-    return None
-
-
-def _bad_value(setting: Setting, problem: str) -> ConfigError:
-    return ConfigError(f"[{setting.section}] {setting.key} = {setting.value!r}: {problem}",
-                       path=setting.path, line=setting.line)
-
-
-def _value_problem(exc: ValueError) -> str:
-    text = str(exc)
-    if text.startswith("invalid literal for int()"):
-        return "not an integer"
-    if text.startswith("could not convert string to float"):
-        return "not a number"
-    return text[:1].lower() + text[1:] if text else "not a valid value"
-
-
-# --- settings no one reads ----------------------------------------------------
-
-USER_KEYS = ("uid", "gid", "group")
-
-
-def unread_settings(conf: cfg.ConfigOpts, source_sections: Sequence[str]) -> list[str]:
-    """Warnings for the sections and options of the config files nothing reads.
-
-    oslo.config ignores them silently, so a typo (``thread = 2``) would
-    change nothing without a word. Each warning names the file, line and
-    section, and the nearest known name.
-    """
-    free_form = {name.lower() for name in _FREE_FORM_GROUPS}
-    sources = set(source_sections)
-    kolla_api = conf.template_api == "kolla"
-    driver_sections = {name.lower() for name in (conf.config_source or [])}
-    options = [name for name in conf
-               if name not in _FREE_FORM_GROUPS and name not in sources]
-    section_names = ["DEFAULT", *_FREE_FORM_GROUPS]
-    warnings: list[str] = []
-    seen: set[tuple] = set()
-
-    def warn(setting: Setting, text: str) -> None:
-        if (setting.path, setting.section, setting.key) not in seen:
-            seen.add((setting.path, setting.section, setting.key))
-            warnings.append(f"{setting.path}:{setting.line}: {text}")
-
-    for path in _config_files(conf):
-        settings = read_settings(path)
-        for setting in settings:
-            section = setting.section
-            if section.lower() in free_form or section.lower() in driver_sections:
-                continue
-            if section == "DEFAULT":
-                known: Sequence[str] | None = options
-            elif section in sources:
-                known = SOURCE_KEYS
-            elif section.endswith("-user") and kolla_api:
-                known = USER_KEYS
-            else:
-                if setting.key is None:
-                    warn(setting, _unknown_section(section, section_names, settings,
-                                                   kolla_api))
-                continue
-            key = setting.key
-            if key is None or key in known:
-                continue
-            if section.endswith("-user"):
-                key = key.replace("-", "_")  # as Kolla's user sections read them
-                if key in known:
-                    continue
-            warn(setting, f"unknown option {setting.key!r} in [{section}], ignored"
-                          + _did_you_mean(setting.key, known))
-    return warnings
-
-
-def _unknown_section(section: str, names: Sequence[str], settings: Sequence[Setting],
-                     kolla_api: bool) -> str:
-    text = f"unknown section [{section}], ignored"
-    if section.endswith("-user") and not kolla_api:
-        return f"{text}: user sections are read only with --template-api kolla"
-    keys = {s.key for s in settings if s.section == section and s.key}
-    if keys & set(SOURCE_KEYS):
-        return (f"{text}: an image source section needs a 'type' key "
-                f"({', '.join(SOURCE_KEYS)})")
-    return text + _did_you_mean(section, names, brackets=True)
-
-
-def _did_you_mean(name: str, known: Sequence[str], brackets: bool = False) -> str:
-    """`` (did you mean threads?)`` for the known name nearest ``name``, if any."""
-    def norm(text: str) -> str:
-        return text.lower().replace("-", "_")
-
-    by_norm = {norm(k): k for k in known}
-    if norm(name) in by_norm:
-        match = by_norm[norm(name)]
-    else:
-        close = difflib.get_close_matches(norm(name), list(by_norm), n=1, cutoff=0.6)
-        if not close:
-            return ""
-        match = by_norm[close[0]]
-    return f" (did you mean [{match}]?)" if brackets else f" (did you mean {match}?)"
-
-
-def _config_files(conf: cfg.ConfigOpts) -> list[str]:
-    files = list(conf.config_file or [])
-    for directory in conf.config_dir or []:
-        files.extend(sorted(glob.glob(os.path.join(directory, "*.conf"))))
-    return files
-
-
-SOURCE_KEYS = ("type", "location", "reference", "sha256", "enabled")
 
 
 def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
@@ -497,7 +272,7 @@ def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
     source (Kolla's format: type, location, reference, sha256, enabled).
     """
     source_sections: list[str] = []
-    for path in _config_files(conf):
+    for path in config_files(conf):
         sections: dict[str, dict] = {}
         try:
             cfg.ConfigParser(path, sections).parse()
@@ -533,7 +308,7 @@ def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceS
             if exc.path is not None:
                 raise
             option = re.match(rf"\[{re.escape(section)}\] (\w+):", exc.message)
-            where = _where(_config_files(conf), section, option and option.group(1))
+            where = _where(config_files(conf), section, option and option.group(1))
             if where is None:
                 raise
             raise ConfigError(exc.message, path=where.path, line=where.line,

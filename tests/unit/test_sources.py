@@ -25,13 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builder.errors import KilnError, SourceError, scrub_url
-from builder.sources.spec import (
-    FIXED_MTIME,
-    PreparedSource,
-    SourceSpec,
-    parse_source,
-    prepare_source,
-)
+from builder.sources.archive import FIXED_MTIME
+from builder.sources.fetch import prepare_source
+from builder.sources.spec import PreparedSource, SourceSpec, parse_source
 
 SECRET = "s3cr3t-pa55"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from builder.cli.config_files import config_files, read_settings
 from builder.errors import ConfigError
 from builder.templating.kolla.settings import (
     ARCHES,
@@ -135,7 +136,7 @@ def settings_from_conf(conf: cfg.ConfigOpts) -> KollaSettings:
         patches_path=conf.patches_path,
         kolla_version=(conf.kolla_version if conf.kolla_version is not None
                        else detect_kolla_version(templates_dir)),
-        users=_user_sections(_config_files(conf)),
+        users=_user_sections(config_files(conf)),
         kolla_repos_yaml=(Path(_optional_file(conf.kolla_repos_yaml, "--kolla-repos-yaml"))
                           .expanduser()
                           if conf.kolla_repos_yaml else find_kolla_repos_yaml(templates_dir)),
@@ -169,17 +170,8 @@ def _optional_file(value: str | None, option: str) -> str:
     return value or ""
 
 
-def _config_files(conf: cfg.ConfigOpts) -> list[str]:
-    files = list(conf.config_file or [])
-    for directory in conf.config_dir or []:
-        files.extend(sorted(str(p) for p in Path(directory).glob("*.conf")))
-    return files
-
-
 def _user_sections(paths: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``[<name>-user]`` sections of the config files: {name: {uid, gid, group}}."""
-    from builder.cli.options import read_settings  # config imports this module
-
     users: dict[str, dict[str, Any]] = {}
     for path in paths:
         for setting in read_settings(path):
