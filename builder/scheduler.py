@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import enum
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import networkx as nx
+
+from builder.errors import KilnError
+
+LOG = logging.getLogger(__name__)
 
 
 class Status(enum.Enum):
@@ -113,8 +118,13 @@ class Scheduler:
     def __init__(self, graph: nx.DiGraph, names: Iterable[str], build: BuildFn,
                  push: PushFn | None = None, options: SchedulerOptions = SchedulerOptions(),
                  on_event: EventFn | None = None, clock: Callable[[], float] = time.monotonic,
-                 failed: Mapping[str, str] | None = None):
-        """``failed``: images that failed before the run (e.g. their sources)."""
+                 failed: Mapping[str, str] | None = None,
+                 executor: Callable[[int, str], Executor] = ThreadPoolExecutor):
+        """``failed``: images that failed before the run (e.g. their sources).
+
+        ``clock`` and ``executor`` (``executor(threads, name prefix)``) are
+        replaced by fakes in tests, so that they need no real sleeps.
+        """
         self._names = set(names)
         self._graph = graph
         self._build = build
@@ -122,6 +132,7 @@ class Scheduler:
         self._options = options
         self._on_event = on_event or (lambda name, status, detail: None)
         self._clock = clock
+        self._executor = executor
         self._state = {name: _State() for name in self._names}
         self._rank = priorities(graph, self._names, options.estimates)
         self._waiting = {name: sum(1 for p in graph.predecessors(name) if p in self._names)
@@ -147,8 +158,8 @@ class Scheduler:
         the interrupt is re-raised; ``outcomes()`` gives the partial result.
         A second interrupt stops the waiting.
         """
-        builds = ThreadPoolExecutor(max(1, self._options.threads), "kiln-build")
-        pushes = ThreadPoolExecutor(max(1, self._options.push_threads), "kiln-push")
+        builds = self._executor(max(1, self._options.threads), "kiln-build")
+        pushes = self._executor(max(1, self._options.push_threads), "kiln-push")
         running: dict[Future, tuple[str, str]] = {}
         try:
             for name, reason in sorted(self._failed_before.items()):
@@ -302,6 +313,8 @@ class Scheduler:
         try:
             result = function(name, self.cancel)
         except Exception as exc:  # a worker never takes the run down
+            if not isinstance(exc, KilnError):  # a bug: its traceback shows under --debug
+                LOG.debug("unexpected error in the work on %s", name, exc_info=True)
             result = WorkResult(False, f"{type(exc).__name__}: {exc}")
         finally:
             with self._calls:

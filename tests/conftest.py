@@ -14,6 +14,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FAMILY = FIXTURES / "family"
 DOWNSTREAM = FIXTURES / "downstream"
 OVERRIDES = FIXTURES / "overrides"
+# The marker of each test directory (pyproject.toml describes them).
+MARKERS = {"unit": "unit", "integration": "integration", "faults": "integration",
+           "functional": "integration", "e2e": "e2e", "kolla": "kolla"}
+
+
+def pytest_collection_modifyitems(items):
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            directory = Path(item.fspath).relative_to(root).parts[0]
+        except ValueError:
+            continue
+        marker = MARKERS.get(directory)
+        if marker is not None:
+            item.add_marker(marker)
 
 
 @dataclass

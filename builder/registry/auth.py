@@ -103,12 +103,12 @@ def _helper_credentials(helper: str, server: str) -> Credentials | None:
     return Credentials(username, secret)
 
 
-def _basic(credentials: Credentials) -> str:
+def basic_header(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="...",service="...",scope="..."`` -> ("bearer", {...})."""
     header = header.strip()
     lower = header.lower()
@@ -137,14 +137,14 @@ class Authenticating:
             scheme = self._scheme
         if scheme == "basic":
             credentials = self._load_credentials()
-            return _basic(credentials) if credentials else None
+            return basic_header(credentials) if credentials else None
         if scheme == "bearer":
             return "Bearer " + self._token(scope)
         return None
 
     def _answer(self, challenge: str, scope: str, sent: str | None) -> str:
         """The Authorization header that answers a 401's challenge."""
-        kind, params = _parse_challenge(challenge)
+        kind, params = parse_challenge(challenge)
         if kind == "basic":
             credentials = self._load_credentials()
             if credentials is None:
@@ -155,7 +155,7 @@ class Authenticating:
                 raise self._auth_failed(scope, refused_by="registry")
             with self._lock:
                 self._scheme = "basic"
-            return _basic(credentials)
+            return basic_header(credentials)
         if kind == "bearer":
             if not params.get("realm"):
                 raise RegistryError(f"registry {self.host} asked for a token without saying "
@@ -188,7 +188,7 @@ class Authenticating:
         headers = {}
         credentials = self._load_credentials()
         if credentials:
-            headers["Authorization"] = _basic(credentials)
+            headers["Authorization"] = basic_header(credentials)
         response = self._raw("GET", url, headers=headers)
         with response:
             if response.status_code in (401, 403):

@@ -356,3 +356,99 @@ def test_build_that_ends_well_despite_the_interrupt_counts_as_built(sigint):
     assert (outcomes["a"].status, outcomes["a"].image_id, outcomes["a"].duration) == (
         Status.BUILT, "sha256:a", 6)
     assert outcomes["a-child"].reason == "not started: interrupted"
+
+
+# -- a fake clock and an inline executor: deterministic, no real sleeps -------------------
+
+class InlineExecutor:
+    """Runs each submitted call at once in the scheduler's thread (one worker)."""
+
+    def __init__(self, threads, prefix):
+        self.threads = threads
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 (a fake executor hands every error back)
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+class TimedBuild:
+    """A fake build that takes ``durations[name]`` seconds of the fake clock."""
+
+    def __init__(self, clock, durations, fail=()):
+        self.clock, self.durations, self.fail = clock, durations, set(fail)
+        self.order = []
+
+    def __call__(self, name, cancel):
+        self.order.append(name)
+        self.clock.now += self.durations.get(name, 1.0)
+        if name in self.fail:
+            return WorkResult(False, "RUN exited 1")
+        return WorkResult(True, image_id=f"sha256:{name}")
+
+
+def fake_scheduler(graph, build, clock, **options):
+    return Scheduler(graph, graph.nodes, build, options=SchedulerOptions(**options),
+                     clock=clock, executor=InlineExecutor)
+
+
+def test_fake_clock_durations_are_charged_exactly():
+    graph = dag(("base", "a"), ("base", "b"))
+    clock = FakeClock(0.0)
+    build = TimedBuild(clock, {"base": 5.0, "a": 3.0, "b": 2.0})
+    outcomes = fake_scheduler(graph, build, clock, threads=1).run()
+    assert {name: o.duration for name, o in outcomes.items()} == {"base": 5.0, "a": 3.0,
+                                                                  "b": 2.0}
+    assert build.order[0] == "base"
+    assert clock.now == 10.0
+
+
+def test_fake_clock_longest_chain_first():
+    # "deep" heads the longer chain (deep -> leaf), so it goes before "shallow"
+    graph = dag(("base", "shallow"), ("base", "deep"), ("deep", "leaf"))
+    clock = FakeClock()
+    build = TimedBuild(clock, {})
+    fake_scheduler(graph, build, clock, threads=1).run()
+    assert build.order[:2] == ["base", "deep"]
+
+
+def test_fake_clock_failure_and_retries():
+    graph = dag(("base", "bad"), ("bad", "child"), ("base", "good"))
+    clock = FakeClock()
+    build = TimedBuild(clock, {"bad": 4.0}, fail={"bad"})
+    outcomes = fake_scheduler(graph, build, clock, threads=1, retries=1).run()
+    assert outcomes["bad"].status is Status.FAILED
+    assert outcomes["bad"].attempts == 2
+    assert outcomes["bad"].duration == 8.0
+    assert outcomes["child"].status is Status.PARENT_FAILED
+    assert outcomes["good"].status is Status.BUILT
+    assert "child" not in build.order
+
+
+def test_an_unexpected_worker_error_is_a_reason_and_its_traceback_is_logged(caplog):
+    import logging
+
+    def broken(name, cancel):
+        raise ZeroDivisionError("division by zero")
+
+    graph = dag(nodes=["x"])
+    logger = logging.getLogger("builder.scheduler")
+    logger.addHandler(caplog.handler)     # "builder" may not propagate (the CLI's setup)
+    caplog.set_level(logging.DEBUG, logger="builder.scheduler")
+    try:
+        outcome = fake_scheduler(graph, broken, FakeClock()).run()["x"]
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert outcome.status is Status.FAILED
+    assert outcome.reason == "ZeroDivisionError: division by zero"
+    records = [r for r in caplog.records if r.name == "builder.scheduler"]
+    assert records and records[0].exc_info is not None
+    assert records[0].levelno == logging.DEBUG
