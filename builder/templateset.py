@@ -186,7 +186,7 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
                 is_dir = False
             if not is_dir:
                 filenames.append(entry.name)
-            elif not entry.name.startswith("."):
+            elif not entry.name.startswith(".") and entry.name != "__pycache__":
                 if entry.is_symlink():
                     real = os.path.realpath(entry.path)
                     if not _inside(real, real_root) or _inside(way[-1], real) \
