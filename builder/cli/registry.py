@@ -9,6 +9,9 @@ Commands:
 - ``list``: each image's tags and revisions with fingerprint and created date.
 - ``inspect``, ``diff``: an image's version manifest, and what differs between
   two images, local (``ns/name:tag``) or in a registry (``host/ns/name:tag``).
+- ``find``: the images whose ``kiln.packages`` hold a package in a version
+  range (exit 0 if any does, 1 if none); ``sbom``: an image's CycloneDX or
+  SPDX document. Both live in :mod:`builder.security`, imported when used.
 
 Ctrl-C during ``sync`` stops it cleanly: no image is started any more, an
 image being copied from a registry stops before its revision is written, an
@@ -32,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from builder import __version__
@@ -200,6 +203,51 @@ def _parser() -> argparse.ArgumentParser:
         engine(sub)
         output_format(sub)
         registry(sub)
+
+    find_cmd = commands.add_parser(
+        "find", help="images holding a package, in a version range",
+        description="List the images whose kiln.packages label holds PACKAGE in a version "
+                    "matching OP VERSION (any version without OP), compared by the package "
+                    "kind's rules (dpkg, rpm, apk, PEP 440). Labels only, no layer pulled. "
+                    "Images whose package list is unknown are listed apart. Exit 0 if an "
+                    "image matches, 1 if none does, 2 on bad input.")
+    find_cmd.add_argument("constraint", metavar="[KIND:]PACKAGE[OP VERSION]",
+                          help="such as 'openssl<3.0.15-1~deb12u1' or 'pypi:requests>=2.32'; "
+                               "OP one of < <= = >= >; KIND one of deb rpm apk pypi; "
+                               "'*' and '?' in PACKAGE match any characters")
+    find_cmd.add_argument("regex", nargs="*", help="images whose name matches (re.search)")
+    where = find_cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--registry", metavar="REGISTRY",
+                       help="search the set's images at the newest revision of --tag")
+    where.add_argument("--local", action="store_true",
+                       help="search the local images stamped by kiln-build")
+    find_cmd.add_argument("--namespace", help="images are <namespace>/<prefix><name> "
+                          "(default: kiln with --registry, any image with --local)")
+    find_cmd.add_argument("--image-name-prefix", default="", metavar="PREFIX")
+    find_cmd.add_argument("--tag", help="the tag T (default: latest with --registry, any "
+                                        "tag with --local)")
+    find_cmd.add_argument("--image", action="append", default=[], dest="names",
+                          metavar="NAME", help="with --registry: only this image (repeat "
+                          "it), instead of reading the catalog")
+    threads(find_cmd)
+    engine(find_cmd)
+    output_format(find_cmd)
+    registry(find_cmd)
+
+    sbom_cmd = commands.add_parser(
+        "sbom", help="an image's SBOM: CycloneDX or SPDX JSON",
+        description="Write an image's packages (with package URLs), sources and base "
+                    "image, from its kiln labels, as CycloneDX 1.6 or SPDX 2.3 JSON. A "
+                    "reference whose first component is a registry host is read from that "
+                    "registry (no layers pulled); any other from the local engine.")
+    sbom_cmd.add_argument("ref", help="image reference")
+    sbom_cmd.add_argument("--format", choices=["cyclonedx", "spdx"], default="cyclonedx")
+    sbom_cmd.add_argument("--output", type=Path, metavar="FILE",
+                          help="write it there (default: standard output)")
+    sbom_cmd.add_argument("--local", action="store_true",
+                          help="read the reference from the local engine")
+    engine(sbom_cmd)
+    registry(sbom_cmd)
     return parser
 
 
@@ -226,7 +274,8 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:
         return 2 if exc.code else 0
     command = {"sync": _sync, "promote": _promote, "list": _list,
-               "inspect": _inspect, "diff": _diff}[args.command]
+               "inspect": _inspect, "diff": _diff, "find": _find,
+               "sbom": _sbom}[args.command]
     return command(args)
 
 
@@ -611,7 +660,8 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
-def _read(args, ref: str) -> dict:
+def _lookup(args, ref: str) -> tuple[Mapping[str, str], str | None, str | None]:
+    """An image's raw labels, id and (in a registry) manifest digest."""
     parsed = None if args.local else parse_registry_reference(ref)
     if parsed is None:
         if not hasattr(args, "_engine"):
@@ -620,17 +670,22 @@ def _read(args, ref: str) -> dict:
         info = engine.inspect(ref)
         if info is None:
             raise KilnError(f"no image {ref} in the local {engine.name} engine")
-        labels = read_labels(info.labels)
-        labels["id"] = info.id
-    else:
-        host, repository, reference = parsed
-        with RegistryClient(host, _options(args)) as client:
-            info = client.manifest(repository, reference)
-        if info is None:
-            raise KilnError(f"no image {ref} in registry {host}")
-        labels = read_labels(info.labels)
-        labels["id"] = info.config_digest        # the image id an engine would show
-        labels["digest"] = info.digest
+        return info.labels, info.id, None
+    host, repository, reference = parsed
+    with RegistryClient(host, _options(args)) as client:
+        found = client.manifest(repository, reference)
+    if found is None:
+        raise KilnError(f"no image {ref} in registry {host}")
+    # The config digest is the image id an engine would show.
+    return found.labels, found.config_digest, found.digest
+
+
+def _read(args, ref: str) -> dict:
+    raw, image_id, digest = _lookup(args, ref)
+    labels = read_labels(raw)
+    labels["id"] = image_id
+    if digest is not None:
+        labels["digest"] = digest
     if labels["fingerprint"] is None:
         raise KilnError(f"{ref} carries no kiln.fingerprint label: it was not built by "
                         f"kiln-build (or its build did not finish)")
@@ -675,6 +730,106 @@ def format_inspect(ref: str, labels: dict) -> str:
     for kind, items in packages.items():
         lines.extend(f"  {kind} {name} {version}" for name, version in items.items())
     return "\n".join(lines)
+
+
+# -- find and sbom (builder.security) ------------------------------------------------------
+
+def _find(args) -> int:
+    from builder.security.find import ERROR, MATCH, UNKNOWN, find_in_registry, find_local
+    from builder.security.versions import parse_constraint
+    constraint = parse_constraint(args.constraint)
+    if args.local:
+        if args.names:
+            raise ConfigError("--image names images of a registry; with --local give a REGEX")
+        report = find_local(load_engine(args.engine), constraint, args.regex, args.namespace,
+                            args.image_name_prefix, args.tag)
+    else:
+        naming = _naming(args, "kiln" if args.namespace is None else args.namespace,
+                         args.tag or "latest")
+        with RegistryClient(args.registry, _options(args)) as client:
+            report = find_in_registry(client, naming, args.names, args.regex, constraint,
+                                      args.threads)
+    print(json.dumps(_find_json(report), indent=2) if args.format == "json"
+          else format_find(report))
+    unsure = len(report.having(UNKNOWN)) + len(report.having(ERROR))
+    if unsure:
+        LOG.warning("%d image%s could not be checked and may hold %s (listed as %s)", unsure,
+                    "s" if unsure != 1 else "", constraint.name,
+                    "unknown" if not report.having(ERROR) else "unknown or error")
+    return EXIT_OK if report.having(MATCH) else EXIT_FAILED
+
+
+def format_find(report) -> str:
+    from builder.security.find import ERROR, MATCH, UNKNOWN
+    matches, unknown, errors = (report.having(s) for s in (MATCH, UNKNOWN, ERROR))
+    where = report.where + (f", tag {report.tag}" if report.tag else "")
+    count = len(report.results)
+    images = f"{count} image{'s' if count != 1 else ''} in {where}"
+    lines = [f"{report.constraint}: {len(matches)} of {images} "
+             f"match{'es' if len(matches) == 1 else ''}" if matches
+             else f"{report.constraint}: none of {images} matches"]
+    rows = [(r.image, f"{h.kind} {h.name} {h.version}", r.reference, r.digest or r.image_id
+             or "") for r in matches for h in r.hits]
+    lines += _columns(rows)
+    if unknown:
+        lines.append(f"unknown: {len(unknown)} image{'s' if len(unknown) != 1 else ''} "
+                     f"whose packages cannot be checked:")
+        lines += _columns([(r.image, r.reference, r.digest or r.image_id or "",
+                            r.reason or "") for r in unknown])
+    if errors:
+        lines.append(f"error: {len(errors)} image{'s' if len(errors) != 1 else ''} "
+                     f"could not be read:")
+        lines += _columns([(r.image, r.reference, r.reason or "") for r in errors])
+    if report.missing:
+        lines.append(f"not searched (no tag {report.tag} nor a revision of it): "
+                     f"{', '.join(report.missing)}")
+    return "\n".join(lines)
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  " + "  ".join(f"{cell:{width}s}" for cell, width in
+                             zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _find_json(report) -> dict:
+    from builder.security.find import ERROR, MATCH, NO_MATCH, UNKNOWN
+    c = report.constraint
+
+    def image(r) -> dict:
+        return {"image": r.image, "reference": r.reference, "tag": r.tag,
+                "digest": r.digest, "id": r.image_id}
+
+    return {
+        "constraint": str(c), "package": c.name, "kind": c.kind, "operator": c.op,
+        "version": c.version, "where": report.where, "tag": report.tag,
+        "checked": len(report.results),
+        "matches": [{**image(r), "packages": [vars(h) for h in r.hits], "note": r.reason}
+                    for r in report.having(MATCH)],
+        "unknown": [{**image(r), "reason": r.reason} for r in report.having(UNKNOWN)],
+        "no_match": [image(r) for r in report.having(NO_MATCH)],
+        "errors": [{**image(r), "error": r.reason} for r in report.having(ERROR)],
+        "missing": list(report.missing)}
+
+
+def _sbom(args) -> int:
+    from builder.security.sbom import document, image_packages
+    check_reference(args.ref)
+    if args.output is not None and not args.output.parent.is_dir():
+        raise ConfigError(f"--output {args.output}: directory {args.output.parent} does "
+                          f"not exist")
+    labels, image_id, digest = _lookup(args, args.ref)
+    image = image_packages(args.ref, labels, image_id, digest)
+    text = document(image, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    _write(args.output, text)
+    count = sum(len(items) for items in image.packages.values())
+    print(f"{args.format} SBOM of {args.ref} ({count} package{'s' if count != 1 else ''}, "
+          f"{len(image.sources)} source{'s' if len(image.sources) != 1 else ''}) written to "
+          f"{args.output}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":
