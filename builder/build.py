@@ -2,6 +2,12 @@
 fingerprint, or build it on the engine (logging to its own file), scan its
 packages and stamp its labels; push it. Returns a WorkResult; never touches
 run state (the scheduler owns that).
+
+A build is atomic at the image's reference: the build itself tags nothing,
+the package scan runs in the untagged image, and the stamp (the fingerprint
+and package labels) gives the reference to the complete image as its last
+step. An interruption or a failure before then leaves the reference naming
+what it named before, and removes the unfinished image.
 """
 
 from __future__ import annotations
@@ -14,21 +20,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from builder.engine.base import BuildRequest, Engine, ImageInfo
+from builder.engine.base import (
+    BuildRequest,
+    Engine,
+    EngineError,
+    ImageInfo,
+    MissingExecutable,
+)
 from builder.errors import KilnError, scrub_url
 from builder.manifest import (
     FINGERPRINT,
     MANIFEST,
+    NO_SHELL,
     PACKAGE_SCAN,
     PACKAGES,
+    PACKAGES_SCAN,
+    SCANNED,
     canonical,
+    is_complete,
     parse_packages,
+    scan_finished,
 )
 from builder.prepare import PreparedImage
 from builder.scheduler import Status, WorkResult
 from builder.settings import RunOptions
 
 LOG = logging.getLogger(__name__)
+SCAN_TIMEOUT = 300      # seconds the package scan may take
+SCAN_SHELL = "/bin/sh"
 
 
 @dataclass(frozen=True)
@@ -58,10 +77,10 @@ def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
     index: dict[str, list[ImageInfo]] = {}
     for name, info in current.items():
         fp = images[name].fingerprint
-        if info is None or info.labels.get(FINGERPRINT) != fp:
+        if info is None or not is_complete(info.labels, fp):
             index = {}
             for found in engine.images_with_label(FINGERPRINT):
-                if found.labels.get(FINGERPRINT):
+                if is_complete(found.labels):
                     index.setdefault(found.labels[FINGERPRINT], []).append(found)
             break
         index.setdefault(fp, []).append(info)
@@ -70,6 +89,10 @@ def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
 
 class Cancelled(KilnError):
     """The run was interrupted while this image was building."""
+
+
+class ScanError(KilnError):
+    """The package scan of a built image failed; the image is not complete."""
 
 
 class ImageBuilder:
@@ -121,33 +144,55 @@ class ImageBuilder:
         """
         repository = image.ref.rpartition(":")[0]
         found = [info for info in self._job.existing.get(image.fingerprint, ())
-                 if any(tag.rpartition(":")[0] == repository for tag in info.tags)]
+                 if is_complete(info.labels, image.fingerprint)
+                 and any(tag.rpartition(":")[0] == repository for tag in info.tags)]
         found.sort(key=lambda info: (image.ref not in info.tags, info.id))
         return found[0] if found else None
 
     def _build(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> str:
+        """Build untagged, scan, then stamp: the stamp alone moves ``image.ref``."""
         options = self._job.options
-        labels = self._labels(image)
         request = BuildRequest(
-            image=image.name, context_dir=image.context, tags=(image.ref,), labels=labels,
+            image=image.name, context_dir=image.context, tags=(), labels=self._labels(image),
             build_args=dict(options.build_args), network_mode=options.network_mode,
             pull=options.pull, no_cache=options.no_cache)
         _write(log, f"building {image.ref} from {image.context}")
-        self._stream(self._engine.build(request, cancel), log, image.name, cancel)
-        packages = self._scan_packages(image, log)
-        # Stamp: the fingerprint and package list go on last, so an image that
-        # carries kiln.fingerprint is always complete.
-        stamp = self._job.work_dir / ".stamp" / image.name
-        stamp.mkdir(parents=True, exist_ok=True)
-        (stamp / "Dockerfile").write_text(f"FROM {image.ref}\n")
-        self._stream(self._engine.build(BuildRequest(
-            image=image.name, context_dir=stamp, tags=(image.ref,),
-            labels={FINGERPRINT: image.fingerprint, PACKAGES: canonical(packages)}),
-            cancel), log, image.name, cancel)
-        info = self._engine.inspect(image.ref)
-        if info is None:
-            raise KilnError(f"the engine reported success but has no {image.ref}")
-        return info.id
+        built = self._stream(self._engine.build(request, cancel), log, image.name, cancel)
+        if not built:
+            raise KilnError(f"image {image.name!r}: the engine did not report the id "
+                            f"of the built image")
+        _write(log, f"built {built} (not tagged until its packages are stamped)")
+        try:
+            self._check(cancel, image.name)
+            packages, scan = self._scan_packages(image, built, log)
+            self._check(cancel, image.name)
+            # The fingerprint and package list go on last, with the reference,
+            # so an image that carries kiln.fingerprint is always complete.
+            image_id = self._engine.stamp(
+                built, {FINGERPRINT: image.fingerprint, PACKAGES: canonical(packages),
+                        PACKAGES_SCAN: scan},
+                image.ref, name=image.name)
+        except BaseException:
+            self._discard(built, log)
+            raise
+        _write(log, f"stamped {image_id} with fingerprint {image.fingerprint}; "
+                    f"tagged {image.ref}")
+        return image_id
+
+    def _discard(self, image_id: str, log: TextIO) -> None:
+        """Remove an unfinished, untagged image (best effort: never a complete one)."""
+        try:
+            info = self._engine.inspect(image_id)
+            if info is not None and not info.tags and not info.labels.get(FINGERPRINT):
+                self._engine.remove(image_id)
+                _write(log, f"removed the unfinished image {image_id}")
+        except EngineError as exc:
+            _write(log, f"could not remove the unfinished image {image_id}: {exc}")
+
+    @staticmethod
+    def _check(cancel: threading.Event, name: str) -> None:
+        if cancel.is_set():
+            raise Cancelled(f"image {name!r}: interrupted")
 
     def _labels(self, image: PreparedImage) -> dict[str, str]:
         manifest = dict(image.manifest)
@@ -164,32 +209,60 @@ class ImageBuilder:
         # Blank what the parent's labels would pass down until the stamp sets them.
         labels[FINGERPRINT] = ""
         labels[PACKAGES] = ""
+        labels[PACKAGES_SCAN] = ""
         return labels
 
-    def _scan_packages(self, image: PreparedImage, log: TextIO) -> dict:
+    def _scan_packages(self, image: PreparedImage, image_id: str,
+                       log: TextIO) -> tuple[dict, str]:
+        """(packages, how they were found) for the built image; ScanError if the scan fails.
+
+        The scan runs PACKAGE_SCAN with /bin/sh in a container without a
+        network (it needs none, whatever --network-mode says). An image
+        without /bin/sh has its packages recorded as {} with NO_SHELL.
+        """
+        _write(log, f"scanning the packages of {image_id} (no network)")
         try:
-            output = self._engine.run(image.ref, [PACKAGE_SCAN], entrypoint=["/bin/sh", "-c"])
-        except KilnError as exc:
-            _write(log, f"package scan found no shell or failed ({exc}); "
-                        f"kiln.packages is empty")
-            return {}
+            output = self._engine.run(image_id, [PACKAGE_SCAN], timeout=SCAN_TIMEOUT,
+                                      entrypoint=[SCAN_SHELL, "-c"], network="none")
+        except MissingExecutable:
+            _write(log, f"packages: the image has no {SCAN_SHELL} to scan them with; "
+                        f"{PACKAGES} is {{}} and {PACKAGES_SCAN} is {NO_SHELL}")
+            return {}, NO_SHELL
+        except EngineError as exc:
+            _write(log, f"package scan failed: {exc}")
+            # The engine's message names the whole scan script: keep what follows it.
+            reason = exc.message.partition(f" in {image_id} ")[2] or exc.message
+            raise ScanError(f"image {image.name!r}: the package scan failed: {reason}") \
+                from exc
+        if not scan_finished(output):
+            tail = " / ".join(output.strip().splitlines()[-3:]) or "no output"
+            _write(log, f"package scan output:\n{output}")
+            raise ScanError(f"image {image.name!r}: the package scan did not run to its "
+                            f"end (its output ends: {tail})")
         packages = parse_packages(output)
-        _write(log, "packages: " + ", ".join(f"{len(v)} {k}" for k, v in packages.items()))
-        return packages
+        _write(log, "packages: " + (", ".join(f"{len(v)} {k}" for k, v in packages.items())
+                                    or "none found"))
+        return packages, SCANNED
 
     def _stream(self, lines: Iterable[str], log: TextIO, name: str,
-                cancel: threading.Event) -> None:
+                cancel: threading.Event):
+        """Log an engine's output lines; return the generator's value (a build's image id)."""
         verbose = LOG.isEnabledFor(logging.DEBUG)
-        for line in lines:
+        iterator = iter(lines)
+        while True:
+            try:
+                line = next(iterator)
+            except StopIteration as stop:
+                log.flush()
+                return stop.value
             log.write(line + "\n")
             if verbose:
                 LOG.debug("%s: %s", name, line)
             if cancel.is_set():
-                close = getattr(lines, "close", None)
+                close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
                 raise Cancelled(f"image {name!r}: interrupted")
-        log.flush()
 
 
 def _write(log: TextIO, text: str) -> None:

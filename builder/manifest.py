@@ -10,12 +10,20 @@
   version, template layers (git commit, dirty), digests of the template and
   override files, sources, parents, bases, build args.
 - ``kiln.packages``: installed package versions found in the built image.
+- ``kiln.packages.scan``: how they were found: ``scanned`` (the scan ran in
+  the image; ``{}`` then means no package manager knows of any package) or
+  ``no-shell`` (the image has no ``/bin/sh`` to run the scan, e.g. ``FROM
+  scratch`` and one static binary: ``kiln.packages`` is ``{}`` because nothing
+  could be asked, not because nothing is installed).
 - the OCI ``org.opencontainers.image.*`` keys.
 
-``kiln.fingerprint`` and ``kiln.packages`` are stamped onto the image after
-its build and package scan (the build itself sets them empty, so nothing is
-inherited from a parent), so an image carrying ``kiln.fingerprint`` is
-complete.
+``kiln.fingerprint``, ``kiln.packages`` and ``kiln.packages.scan`` are
+stamped onto the image after its build and package scan (the build itself
+sets them empty, so nothing is inherited from a parent), in the step that
+tags the target reference, so an image carrying ``kiln.fingerprint`` is
+complete. A scan that fails fails the image. An image stamped before
+``kiln.packages.scan`` existed may carry an empty package list from a scan
+that failed unnoticed: :func:`is_complete` does not count it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ SCHEME = 1
 FINGERPRINT = "kiln.fingerprint"
 MANIFEST = "kiln.manifest"
 PACKAGES = "kiln.packages"
+PACKAGES_SCAN = "kiln.packages.scan"
+SCANNED = "scanned"             # kiln.packages.scan: the scan ran in the image
+NO_SHELL = "no-shell"           # kiln.packages.scan: no /bin/sh to run it in
 OCI = "org.opencontainers.image."
 
 DEFAULT_SECRET_ARGS = ("*PASSWORD*", "*PASSWD*", "*TOKEN*", "*SECRET*", "*_KEY",
@@ -160,7 +171,18 @@ def manifest_document(*, name: str, layers: Sequence[LayerInfo],
     }
 
 
-# Run inside a built image: prints "<kind> <name> <version>" per package.
+def is_complete(labels: Mapping[str, str], fingerprint: str | None = None) -> bool:
+    """An image kiln stamped (with ``fingerprint``, if given) after a package scan
+    that ran or could not run for want of a shell: one to reuse."""
+    stamped = labels.get(FINGERPRINT)
+    return bool(stamped) and (fingerprint is None or stamped == fingerprint) and \
+        labels.get(PACKAGES_SCAN) in (SCANNED, NO_SHELL)
+
+
+# Run inside a built image (by /bin/sh, with no network): prints
+# "<kind> <name> <version>" per package, then SCAN_END: output without it
+# comes from a scan that did not run to its end.
+SCAN_END = "kiln-package-scan-end"
 PACKAGE_SCAN = r"""
 if command -v dpkg-query >/dev/null 2>&1; then
   dpkg-query -W -f='deb ${Package} ${Version}\n' 2>/dev/null
@@ -178,8 +200,14 @@ for d in m.distributions():
     n = d.metadata["Name"]
     if n: print("pypi", n.lower(), d.version)' 2>/dev/null
 done
-true
+echo kiln-package-scan-end
 """
+
+
+def scan_finished(output: str) -> bool:
+    """The package scan's output ends with its end marker (the scan ran to its end)."""
+    lines = output.strip().splitlines()
+    return bool(lines) and lines[-1].strip() == SCAN_END
 
 
 def parse_packages(output: str) -> dict[str, dict[str, str]]:

@@ -50,6 +50,14 @@ def kiln(capsys):
     return run
 
 
+def error_line(result: Result) -> str:
+    """The one ``: error: `` line of a failed run's stderr (and no traceback)."""
+    lines = [line for line in result.err.splitlines() if ": error: " in line]
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
 def write_tree(root: Path, files: dict[str, str]) -> Path:
     for relpath, text in files.items():
         path = root / relpath

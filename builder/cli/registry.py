@@ -12,6 +12,10 @@ Commands:
 - ``list``: each image's tags and revisions with fingerprint and created date.
 - ``inspect``, ``diff``: an image's version manifest, and what differs between
   two images, local (``ns/name:tag``) or in a registry (``host/ns/name:tag``).
+- ``find``: the images whose ``kiln.packages`` hold a package in a version
+  range (exit 0 if any does, 1 if none); ``sbom``: an image's CycloneDX or
+  SPDX document. Both are in ``cli/security.py`` and :mod:`builder.security`,
+  imported when used.
 
 Ctrl-C during ``sync`` stops it cleanly: no image is started any more, an
 image being copied from a registry stops before its revision is written, an
@@ -30,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from builder import __version__
@@ -177,6 +181,51 @@ def _parser() -> argparse.ArgumentParser:
         engine(sub)
         output_format(sub)
         registry(sub)
+
+    find_cmd = commands.add_parser(
+        "find", help="images holding a package, in a version range",
+        description="List the images whose kiln.packages label holds PACKAGE in a version "
+                    "matching OP VERSION (any version without OP), compared by the package "
+                    "kind's rules (dpkg, rpm, apk, PEP 440). Labels only, no layer pulled. "
+                    "Images whose package list is unknown are listed apart. Exit 0 if an "
+                    "image matches, 1 if none does, 2 on bad input.")
+    find_cmd.add_argument("constraint", metavar="[KIND:]PACKAGE[OP VERSION]",
+                          help="such as 'openssl<3.0.15-1~deb12u1' or 'pypi:requests>=2.32'; "
+                               "OP one of < <= = >= >; KIND one of deb rpm apk pypi; "
+                               "'*' and '?' in PACKAGE match any characters")
+    find_cmd.add_argument("regex", nargs="*", help="images whose name matches (re.search)")
+    where = find_cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--registry", metavar="REGISTRY",
+                       help="search the set's images at the newest revision of --tag")
+    where.add_argument("--local", action="store_true",
+                       help="search the local images stamped by kiln-build")
+    find_cmd.add_argument("--namespace", help="images are <namespace>/<prefix><name> "
+                          "(default: kiln with --registry, any image with --local)")
+    find_cmd.add_argument("--image-name-prefix", default="", metavar="PREFIX")
+    find_cmd.add_argument("--tag", help="the tag T (default: latest with --registry, any "
+                                        "tag with --local)")
+    find_cmd.add_argument("--image", action="append", default=[], dest="names",
+                          metavar="NAME", help="with --registry: only this image (repeat "
+                          "it), instead of reading the catalog")
+    threads(find_cmd)
+    engine(find_cmd)
+    output_format(find_cmd)
+    registry(find_cmd)
+
+    sbom_cmd = commands.add_parser(
+        "sbom", help="an image's SBOM: CycloneDX or SPDX JSON",
+        description="Write an image's packages (with package URLs), sources and base "
+                    "image, from its kiln labels, as CycloneDX 1.6 or SPDX 2.3 JSON. A "
+                    "reference whose first component is a registry host is read from that "
+                    "registry (no layers pulled); any other from the local engine.")
+    sbom_cmd.add_argument("ref", help="image reference")
+    sbom_cmd.add_argument("--format", choices=["cyclonedx", "spdx"], default="cyclonedx")
+    sbom_cmd.add_argument("--output", type=Path, metavar="FILE",
+                          help="write it there (default: standard output)")
+    sbom_cmd.add_argument("--local", action="store_true",
+                          help="read the reference from the local engine")
+    engine(sbom_cmd)
+    registry(sbom_cmd)
     return parser
 
 
@@ -225,7 +274,8 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
-def _read(args, ref: str) -> dict:
+def lookup(args, ref: str) -> tuple[Mapping[str, str], str | None, str | None]:
+    """An image's raw labels, id and (in a registry) manifest digest."""
     parsed = None if args.local else parse_registry_reference(ref)
     if parsed is None:
         if not hasattr(args, "_engine"):
@@ -234,17 +284,22 @@ def _read(args, ref: str) -> dict:
         info = engine.inspect(ref)
         if info is None:
             raise KilnError(f"no image {ref} in the local {engine.name} engine")
-        labels = read_labels(info.labels)
-        labels["id"] = info.id
-    else:
-        host, repository, reference = parsed
-        with RegistryClient(host, registry_options(args)) as client:
-            info = client.manifest(repository, reference)
-        if info is None:
-            raise KilnError(f"no image {ref} in registry {host}")
-        labels = read_labels(info.labels)
-        labels["id"] = info.config_digest        # the image id an engine would show
-        labels["digest"] = info.digest
+        return info.labels, info.id, None
+    host, repository, reference = parsed
+    with RegistryClient(host, registry_options(args)) as client:
+        found = client.manifest(repository, reference)
+    if found is None:
+        raise KilnError(f"no image {ref} in registry {host}")
+    # The config digest is the image id an engine would show.
+    return found.labels, found.config_digest, found.digest
+
+
+def _read(args, ref: str) -> dict:
+    raw, image_id, digest = lookup(args, ref)
+    labels = read_labels(raw)
+    labels["id"] = image_id
+    if digest is not None:
+        labels["digest"] = digest
     if labels["fingerprint"] is None:
         raise KilnError(f"{ref} carries no kiln.fingerprint label: it was not built by "
                         f"kiln-build (or its build did not finish)")
@@ -253,7 +308,14 @@ def _read(args, ref: str) -> dict:
 
 # Each subparser's name -> the function that runs it (it returns the exit code).
 COMMANDS = {"sync": _sync, "promote": _promote, "list": _list,
-            "inspect": _inspect, "diff": _diff}
+            "inspect": _inspect, "diff": _diff,
+            "find": lambda args: _security().find(args),
+            "sbom": lambda args: _security().sbom(args, lookup)}
+
+
+def _security():
+    from builder.cli import security  # its libraries only when find or sbom runs
+    return security
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from builder.engine.base import EngineError, ImageInfo
+from builder.engine.base import EngineError, ImageInfo, MissingExecutable, missing_executable
 from builder.engine.cli import (
     ImageToolEngine,
     familiar,
     full_id,
     last_lines,
+    network_args,
     not_known,
     repo_digests,
 )
@@ -55,7 +56,9 @@ class BuildahEngine(ImageToolEngine):
         data = self._inspect_image(ref, doing)
         if data is None:
             return None
-        listed = self._list_images([data["FromImageID"]], doing)
+        # By id filter with --all: an intermediate image (unnamed, with a child,
+        # as an image is once stamped) is not listed by its id alone.
+        listed = self._list_images(["--all", "--filter", f"id={data['FromImageID']}"], doing)
         if not listed:
             return None                         # removed meanwhile
         return _image_info(data, listed[0])
@@ -102,8 +105,8 @@ class BuildahEngine(ImageToolEngine):
         return list(found.values())
 
     def run(self, ref: str, command: Sequence[str], timeout: int = 300,
-            entrypoint: Sequence[str] | None = None) -> str:
-        """Like ``docker run --rm [--entrypoint] ref command``; nothing is pulled."""
+            entrypoint: Sequence[str] | None = None, network: str | None = None) -> str:
+        """Like ``docker run --rm [--entrypoint] [--network] ref command``; nothing is pulled."""
         shown = " ".join(command)
         doing = f"running {shown!r} in {ref}"
         name = f"kiln-run-{uuid.uuid4().hex[:12]}"
@@ -119,7 +122,11 @@ class BuildahEngine(ImageToolEngine):
                 argv = [*image_entrypoint, *(command or image_cmd)]
             else:
                 argv = [*entrypoint, *command]
-            done = self._tool.run(["run", name, "--", *argv], doing=doing, timeout=timeout)
+            done = self._tool.run(["run", *network_args(network), name, "--", *argv],
+                                  doing=doing, timeout=timeout)
+            missing = missing_executable(done.stderr) if done.returncode != 0 else None
+            if missing is not None and argv and missing == argv[0]:
+                raise MissingExecutable(f"{doing} failed: the image has no {missing}")
             if done.returncode != 0:
                 last = [line for line in last_lines(done.stderr, RUN_STDERR_LINES + 1)
                         if not _RUNTIME_EXIT.match(line)][-RUN_STDERR_LINES:]

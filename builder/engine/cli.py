@@ -59,6 +59,12 @@ _PUSH_NOISE = re.compile(r'^(pushing image "[^"]*" to "[^"]*": )?'
 _NETWORK_MODES = {"default": None, "bridge": "private"}
 
 
+def network_args(mode: str | None) -> list[str]:
+    """``--network`` for a Docker network mode ("host", "none", "bridge"...); [] for the default."""
+    network = _NETWORK_MODES.get(mode, mode)
+    return ["--network", network] if network else []
+
+
 def clean(text: str) -> str:
     """One output line without colour codes, carriage-return redraws or trailing space."""
     return _ANSI.sub("", text).rstrip().rpartition("\r")[2].rstrip()
@@ -450,13 +456,15 @@ class ImageToolEngine(Engine):
     # -- building -----------------------------------------------------------
 
     def build(self, request: BuildRequest,
-              cancel: threading.Event | None = None) -> Iterator[str]:
-        """Build with the layer cache (``--layers``), streaming the tool's output.
+              cancel: threading.Event | None = None) -> Generator[str, None, str]:
+        """Build with the layer cache (``--layers``), streaming the tool's output;
+        return the image's id (from ``--iidfile``).
 
         ``request.pull`` makes the tool pull *every* ``FROM`` image
         (``--pull=always``), local-only ones included, as with Docker;
         otherwise only missing ones are pulled (``--pull=missing``).
-        Every tag is applied by the build itself, so a failed build tags nothing.
+        Every tag is applied by the build itself, so a failed build tags nothing;
+        with no tags the image is left unnamed.
         """
 
         def failed(reason: str, tail: Sequence[str] = ()) -> BuildError:
@@ -483,6 +491,7 @@ class ImageToolEngine(Engine):
             image_id = iidfile.read_text().strip() if iidfile.exists() else ""
         if not image_id:
             raise failed("the engine did not report the id of the built image", outcome.tail)
+        return full_id(image_id)
 
     def _build_args(self, request: BuildRequest, dockerfile: Path,
                     iidfile: Path) -> list[str]:
@@ -495,9 +504,7 @@ class ImageToolEngine(Engine):
             args += ["--label", f"{key}={value}"]
         for key, value in sorted(request.build_args.items()):
             args += ["--build-arg", f"{key}={value}"]
-        network = _NETWORK_MODES.get(request.network_mode, request.network_mode)
-        if network:
-            args += ["--network", network]
+        args += network_args(request.network_mode)
         if request.no_cache:
             args.append("--no-cache")
         args.append(str(request.context_dir))

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 
 import docker
 import docker.errors
@@ -27,7 +27,9 @@ from builder.engine.base import (
     EngineError,
     EngineOptions,
     ImageInfo,
+    MissingExecutable,
     PushError,
+    missing_executable,
 )
 from builder.errors import BuildError
 
@@ -208,8 +210,8 @@ class DockerEngine(Engine):
             raise self._unreachable(exc) from exc
 
     def build(self, request: BuildRequest,
-              cancel: threading.Event | None = None) -> Iterator[str]:
-        """Build with the classic builder, streaming its output.
+              cancel: threading.Event | None = None) -> Generator[str, None, str]:
+        """Build with the classic builder, streaming its output; return the image's id.
 
         The output stream has no read timeout (a RUN step may be silent for
         long). ``request.pull`` makes the daemon pull *every* ``FROM`` image,
@@ -291,6 +293,7 @@ class DockerEngine(Engine):
         if image_id is None:
             raise failed("the engine did not report the id of the built image")
         self._tag_all(request, image_id, failed)
+        return image_id
 
     def _resolve_id(self, short_id: str | None) -> str | None:
         if short_id is None:
@@ -369,22 +372,30 @@ class DockerEngine(Engine):
             raise self._engine_error(f"removing {ref}", exc) from exc
 
     def run(self, ref: str, command: Sequence[str], timeout: int = 300,
-            entrypoint: Sequence[str] | None = None) -> str:
-        """Run like ``docker run --rm [--entrypoint] ref command``."""
+            entrypoint: Sequence[str] | None = None, network: str | None = None) -> str:
+        """Run like ``docker run --rm [--entrypoint] [--network] ref command``."""
         api = self._api()
         shown = " ".join(command)
         doing = f"running {shown!r} in {ref}"
         try:
             container = api.create_container(
                 ref, command=list(command),
-                entrypoint=list(entrypoint) if entrypoint is not None else None)
+                entrypoint=list(entrypoint) if entrypoint is not None else None,
+                host_config=api.create_host_config(network_mode=network) if network else None)
         except _SDK_ERRORS as exc:
             if _is_not_found(exc):
                 raise EngineError(f"{doing} failed: there is no local image {ref}") from exc
             raise self._engine_error(doing, exc) from exc
         container_id = container["Id"]
         try:
-            api.start(container_id)
+            try:
+                api.start(container_id)
+            except docker.errors.APIError as exc:
+                missing = missing_executable(_reason(exc))
+                if missing is not None:
+                    raise MissingExecutable(f"{doing} failed: the image has no "
+                                            f"{missing}") from exc
+                raise
             try:
                 result = api.wait(container_id, timeout=timeout)
             except _TRANSPORT_ERRORS as exc:

@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from builder.engine.base import EngineError, ImageInfo
+from builder.engine.base import EngineError, ImageInfo, MissingExecutable, missing_executable
 from builder.engine.cli import (
     Completed,
     ImageToolEngine,
@@ -31,6 +31,7 @@ from builder.engine.cli import (
     familiar,
     full_id,
     last_lines,
+    network_args,
     not_known,
 )
 
@@ -106,8 +107,8 @@ class PodmanEngine(ImageToolEngine):
         return list(found.values())
 
     def run(self, ref: str, command: Sequence[str], timeout: int = 300,
-            entrypoint: Sequence[str] | None = None) -> str:
-        """``podman run --rm [--entrypoint] ref command``; nothing is pulled."""
+            entrypoint: Sequence[str] | None = None, network: str | None = None) -> str:
+        """``podman run --rm [--entrypoint] [--network] ref command``; nothing is pulled."""
         shown = " ".join(command)
         doing = f"running {shown!r} in {ref}"
         name = f"kiln-run-{uuid.uuid4().hex[:12]}"
@@ -119,7 +120,7 @@ class PodmanEngine(ImageToolEngine):
             except EngineError:
                 pass
 
-        args = ["run", "--rm", "--pull=never", "--name", name]
+        args = ["run", "--rm", "--pull=never", "--name", name, *network_args(network)]
         if entrypoint is not None:
             args += ["--entrypoint", json.dumps(list(entrypoint))]   # "[]" clears it
         done = self._tool.run([*args, ref, *command], doing=doing, timeout=timeout,
@@ -128,6 +129,9 @@ class PodmanEngine(ImageToolEngine):
             return done.stdout
         if not_known(done):
             raise EngineError(f"{doing} failed: there is no local image {ref}")
+        missing = missing_executable(done.stderr) if done.returncode == 127 else None
+        if missing is not None:             # podman's code for "command not found"
+            raise MissingExecutable(f"{doing} failed: the image has no {missing}")
         hint = _RLIMIT_HINT if "error setting rlimit" in done.stderr else None
         if done.returncode == 125:          # podman's own failure, not the command's
             raise EngineError(f"{doing} failed: {done.error}", hint=hint)

@@ -7,16 +7,9 @@ import shutil
 
 import pytest
 
-from tests.conftest import FAMILY
+from tests.conftest import FAMILY, error_line
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 @pytest.fixture

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FAMILY
+from tests.conftest import FAMILY, error_line
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def warnings_of(result) -> list[str]:
     return [line for line in result.err.splitlines() if ": warning: " in line]
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 def list_images(kiln, conf, *more):

@@ -14,17 +14,11 @@ import pytest
 
 from builder.engine.base import EngineError, EngineOptions
 from builder.engine.docker import DockerEngine
+from tests.conftest import error_line
 
 pytestmark = pytest.mark.timeout(120)
 
 DOCKERFILE = "FROM scratch\nCOPY . /srv/\n"
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import FAMILY
+from tests.conftest import FAMILY, error_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,13 +40,6 @@ def holder(tmp_path):
     for process in processes:
         process.stdin.close()
         process.wait(timeout=30)
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, result.err
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 def test_template_only_on_a_work_dir_in_use_stops_naming_the_holder(kiln, holder, tmp_path):

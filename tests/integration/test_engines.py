@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from builder.engine import load_engine
-from builder.engine.base import BuildRequest, Engine, EngineError, EngineOptions, PushError
+from builder.engine.base import (
+    BuildRequest,
+    Engine,
+    EngineError,
+    EngineOptions,
+    MissingExecutable,
+    PushError,
+    drain,
+)
 from builder.engine.cli import error_message, familiar, is_loopback_registry
 from builder.errors import BuildError, ConfigError
 from tests.integration.conftest import BUSYBOX_DOCKERFILE, TestImages, free_port, unavailable
@@ -220,6 +228,64 @@ def test_build_applies_labels_build_args_and_every_tag(engine, base, images, tmp
     assert engine.run(first, ["cat", "/greeting"], timeout=60) == f"hello {images.namespace}\n"
 
 
+def layers(engine: Engine, ref: str) -> list[str]:
+    """The image's filesystem layers (diff ids), from the engine's own tool."""
+    if engine.name == "docker":
+        argv = ["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]
+        return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,
+                                         timeout=60).stdout)
+    argv = ["buildah", "inspect", "--type", "image", ref]
+    data = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,
+                                     timeout=60).stdout)
+    return data["OCIv1"]["rootfs"]["diff_ids"]
+
+
+def test_build_without_tags_returns_the_id_and_names_nothing(engine, base, images, tmp_path):
+    context = tmp_path / "untagged"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo {images.namespace} > /x\n")
+    image_id = drain(engine.build(BuildRequest(image="test-image", context_dir=context,
+                                               tags=(), labels={"kiln.test": "u"})))
+    assert image_id and image_id.startswith("sha256:")
+    info = engine.inspect(image_id)
+    images.track(image_id)
+    assert info.id == image_id and info.tags == () and info.labels["kiln.test"] == "u"
+    assert engine.run(image_id, ["cat", "/x"]) == f"{images.namespace}\n"
+
+
+def test_stamp_adds_labels_without_a_layer_and_tags_last(engine, base, images, tmp_path):
+    ref = images.ref("stamped", "1")
+    previous = images.ref("previous", "1")
+    build(engine, tmp_path / "previous", f"FROM {base}\nRUN echo old > /v\n", [ref, previous])
+    old_id = engine.inspect(ref).id
+    context = tmp_path / "new"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f'FROM {base}\nRUN echo new > /v\n'
+                                        f'ENTRYPOINT ["/bin/cat"]\nCMD ["/v"]\n')
+    built = drain(engine.build(BuildRequest(image="test-image", context_dir=context, tags=(),
+                                            labels={"kiln.test": "unstamped",
+                                                    "kiln.fingerprint": ""})))
+    images.track(built)
+    assert engine.inspect(ref).id == old_id              # the build named nothing
+
+    # a stamp that fails moves nothing
+    with pytest.raises(EngineError):
+        engine.stamp("sha256:" + "0" * 64, {"kiln.fingerprint": "x"}, ref, name="test-image")
+    assert engine.inspect(ref).id == old_id
+
+    labels = {"kiln.fingerprint": "sha256:" + "f" * 64, "kiln.packages": '{"a":{"b":"1"}}'}
+    new_id = engine.stamp(built, labels, ref, name="test-image")
+
+    info = engine.inspect(ref)
+    assert info.id == new_id != built
+    assert {key: info.labels[key] for key in labels} == labels
+    assert info.labels["kiln.test"] == "unstamped"
+    assert layers(engine, new_id) == layers(engine, built)     # no filesystem layer added
+    assert engine.run(ref, []) == "new\n"                      # entrypoint and command kept
+    assert engine.inspect(previous).id == old_id                # only ref moved
+    assert engine.inspect(built).labels["kiln.fingerprint"] == ""
+
+
 def test_build_uses_the_layer_cache(engine, base, images, tmp_path):
     ref = images.ref("cached")
     dockerfile = f"FROM {base}\nRUN echo {images.namespace} > /cached\n"
@@ -410,11 +476,35 @@ def test_run_returns_stdout_and_reports_failures(engine, base, images):
     message = str(caught.value)
     assert base in message and "exited with code 3" in message and "last-words" in message
     assert "out" not in message.split("exited with code 3")[1]
-    with pytest.raises(EngineError, match="no-such-binary"):
+    with pytest.raises(MissingExecutable, match="the image has no no-such-binary"):
         engine.run(base, ["no-such-binary"])
     missing = images.ref("missing")
     with pytest.raises(EngineError, match=f"no local image {missing}"):
         engine.run(missing, ["true"])
+
+
+def test_run_without_a_network(engine, base):
+    assert engine.run(base, ["ls", "/sys/class/net"], network="none") == "lo\n"
+    assert "lo" in engine.run(base, ["ls", "/sys/class/net"], network="host").split()
+
+
+def test_run_in_an_image_without_the_program(engine, images, tmp_path):
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        unavailable("no busybox binary on PATH (install busybox-static)")
+    context = tmp_path / "bare"
+    context.mkdir()
+    shutil.copy(busybox, context / "busybox")
+    ref = images.ref("bare")
+    build(engine, context, "FROM scratch\nCOPY busybox /busybox\n", [ref])
+    with pytest.raises(MissingExecutable) as caught:
+        engine.run(ref, ["true"], entrypoint=["/bin/sh", "-c"], network="none")
+    assert str(caught.value) == f"running 'true' in {ref} failed: the image has no /bin/sh"
+    assert engine.run(ref, ["echo", "static"], entrypoint=["/busybox"]) == "static\n"
+    # A command that runs and fails is not a missing program.
+    with pytest.raises(EngineError) as failed:
+        engine.run(ref, ["sh", "-c", "exit 127"], entrypoint=["/busybox"])
+    assert not isinstance(failed.value, MissingExecutable)
 
 
 def test_run_keeps_or_replaces_the_entrypoint(engine, base, images, tmp_path):
