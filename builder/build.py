@@ -3,11 +3,19 @@ fingerprint, or build it on the engine (logging to its own file), scan its
 packages and stamp its labels; push it. Returns a WorkResult; never touches
 run state (the scheduler owns that).
 
-A build is atomic at the image's reference: the build itself tags nothing,
-the package scan runs in the untagged image, and the stamp (the fingerprint
-and package labels) gives the reference to the complete image as its last
-step. An interruption or a failure before then leaves the reference naming
-what it named before, and removes the unfinished image.
+A build is atomic at the image's reference: the build itself tags nothing
+and runs the image's own steps only (no build labels: the classic builder
+would make each one a step of its own); the package scan reads the untagged
+image's package databases from its files where the engine can show them
+(else it runs in a container of it); and the stamp, one ``LABEL``
+instruction with every label (manifest, OCI, fingerprint, packages), gives
+the reference to the complete image as its last step. An interruption or a
+failure before then leaves the reference naming what it named before, and
+removes the unfinished image.
+
+The untagged image of the build inherits its parent's labels (its
+fingerprint too) until it is stamped; nothing counts an image without a tag
+in its own repository as complete (see :meth:`ImageBuilder._complete_image`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from builder.engine.base import (
     MissingExecutable,
 )
 from builder.errors import KilnError, scrub_url
+from builder.imagefiles import NeedsContainer, scan_packages
 from builder.manifest import (
     FINGERPRINT,
     MANIFEST,
@@ -100,6 +109,8 @@ class ImageBuilder:
         self._engine = engine
         self._job = job
         job.logs_dir.mkdir(parents=True, exist_ok=True)
+        # looks up the parents' ids while the image builds (they are built already)
+        self._lookups = ThreadPoolExecutor(2, "kiln-labels")
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
@@ -153,9 +164,10 @@ class ImageBuilder:
         """Build untagged, scan, then stamp: the stamp alone moves ``image.ref``."""
         options = self._job.options
         request = BuildRequest(
-            image=image.name, context_dir=image.context, tags=(), labels=self._labels(image),
+            image=image.name, context_dir=image.context, tags=(),
             build_args=dict(options.build_args), network_mode=options.network_mode,
             pull=options.pull, no_cache=options.no_cache)
+        labels = self._lookups.submit(self._labels, image)
         _write(log, f"building {image.ref} from {image.context}")
         built = self._stream(self._engine.build(request, cancel), log, image.name, cancel)
         if not built:
@@ -166,24 +178,31 @@ class ImageBuilder:
             self._check(cancel, image.name)
             packages, scan = self._scan_packages(image, built, log)
             self._check(cancel, image.name)
+            manifest = labels.result()
+            _write(log, f"manifest: {manifest[MANIFEST]}")
             # The fingerprint and package list go on last, with the reference,
             # so an image that carries kiln.fingerprint is always complete.
             image_id = self._engine.stamp(
-                built, {FINGERPRINT: image.fingerprint, PACKAGES: canonical(packages),
-                        PACKAGES_SCAN: scan},
+                built, {**manifest, FINGERPRINT: image.fingerprint,
+                        PACKAGES: canonical(packages), PACKAGES_SCAN: scan},
                 image.ref, name=image.name)
         except BaseException:
-            self._discard(built, log)
+            self._discard(built, image, log)
             raise
         _write(log, f"stamped {image_id} with fingerprint {image.fingerprint}; "
                     f"tagged {image.ref}")
         return image_id
 
-    def _discard(self, image_id: str, log: TextIO) -> None:
-        """Remove an unfinished, untagged image (best effort: never a complete one)."""
+    def _discard(self, image_id: str, image: PreparedImage, log: TextIO) -> None:
+        """Remove an unfinished, untagged image (best effort: never a complete one).
+
+        It carries its parent's labels, the parent's fingerprint too, but never
+        its own image's: only the stamp sets that.
+        """
         try:
             info = self._engine.inspect(image_id)
-            if info is not None and not info.tags and not info.labels.get(FINGERPRINT):
+            if info is not None and not info.tags \
+                    and info.labels.get(FINGERPRINT) != image.fingerprint:
                 self._engine.remove(image_id)
                 _write(log, f"removed the unfinished image {image_id}")
         except EngineError as exc:
@@ -195,6 +214,7 @@ class ImageBuilder:
             raise Cancelled(f"image {name!r}: interrupted")
 
     def _labels(self, image: PreparedImage) -> dict[str, str]:
+        """The manifest and OCI labels, with the ids of the parents (built already)."""
         manifest = dict(image.manifest)
         parents = []
         for parent in manifest["parents"]:
@@ -206,21 +226,36 @@ class ImageBuilder:
             if parent["ref"] == image.base and parent["id"]:
                 labels["org.opencontainers.image.base.digest"] = parent["id"]
         labels[MANIFEST] = canonical(manifest)
-        # Blank what the parent's labels would pass down until the stamp sets them.
-        labels[FINGERPRINT] = ""
-        labels[PACKAGES] = ""
-        labels[PACKAGES_SCAN] = ""
         return labels
 
     def _scan_packages(self, image: PreparedImage, image_id: str,
                        log: TextIO) -> tuple[dict, str]:
         """(packages, how they were found) for the built image; ScanError if the scan fails.
 
-        The scan runs PACKAGE_SCAN with /bin/sh in a container without a
-        network (it needs none, whatever --network-mode says). An image
-        without /bin/sh has its packages recorded as {} with NO_SHELL.
+        Read from the image's files when the engine can show them (no
+        container started); otherwise, or when the image has an rpm database
+        (which takes rpm to read), PACKAGE_SCAN runs with /bin/sh in a
+        container without a network (it needs none, whatever --network-mode
+        says). An image without /bin/sh to scan in has its packages recorded
+        as {} with NO_SHELL. Which way was taken is written to the log only.
         """
-        _write(log, f"scanning the packages of {image_id} (no network)")
+        try:
+            with self._engine.image_files(image_id) as files:
+                packages = None if files is None else scan_packages(files)
+        except NeedsContainer as exc:
+            _write(log, f"packages: {exc}, which only rpm can read")
+            packages = None
+        except OSError as exc:
+            _write(log, f"packages: cannot read the image's files ({exc})")
+            packages = None
+        if packages is not None:
+            _write(log, f"packages of {image_id}, read from its files: " + _counts(packages))
+            return packages, SCANNED
+        return self._scan_in_container(image, image_id, log)
+
+    def _scan_in_container(self, image: PreparedImage, image_id: str,
+                           log: TextIO) -> tuple[dict, str]:
+        _write(log, f"scanning the packages of {image_id} in a container (no network)")
         try:
             output = self._engine.run(image_id, [PACKAGE_SCAN], timeout=SCAN_TIMEOUT,
                                       entrypoint=[SCAN_SHELL, "-c"], network="none")
@@ -240,8 +275,7 @@ class ImageBuilder:
             raise ScanError(f"image {image.name!r}: the package scan did not run to its "
                             f"end (its output ends: {tail})")
         packages = parse_packages(output)
-        _write(log, "packages: " + (", ".join(f"{len(v)} {k}" for k, v in packages.items())
-                                    or "none found"))
+        _write(log, "packages: " + _counts(packages))
         return packages, SCANNED
 
     def _stream(self, lines: Iterable[str], log: TextIO, name: str,
@@ -263,6 +297,10 @@ class ImageBuilder:
                 if close is not None:
                     close()
                 raise Cancelled(f"image {name!r}: interrupted")
+
+
+def _counts(packages: Mapping[str, Mapping[str, str]]) -> str:
+    return ", ".join(f"{len(v)} {k}" for k, v in packages.items()) or "none found"
 
 
 def _write(log: TextIO, text: str) -> None:

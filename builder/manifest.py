@@ -10,20 +10,25 @@
   version, template layers (git commit, dirty), digests of the template and
   override files, sources, parents, bases, build args.
 - ``kiln.packages``: installed package versions found in the built image.
-- ``kiln.packages.scan``: how they were found: ``scanned`` (the scan ran in
-  the image; ``{}`` then means no package manager knows of any package) or
-  ``no-shell`` (the image has no ``/bin/sh`` to run the scan, e.g. ``FROM
+- ``kiln.packages.scan``: how they were found: ``scanned`` (the package
+  databases were read, from the image's files or by the scan run in a
+  container of it; ``{}`` then means no package manager knows of any
+  package) or ``no-shell`` (they had to be asked in a container, for an rpm
+  database or on an engine that cannot show the image's files, and the image
+  has no ``/bin/sh`` to run the scan, e.g. ``FROM
   scratch`` and one static binary: ``kiln.packages`` is ``{}`` because nothing
   could be asked, not because nothing is installed).
 - the OCI ``org.opencontainers.image.*`` keys.
 
-``kiln.fingerprint``, ``kiln.packages`` and ``kiln.packages.scan`` are
-stamped onto the image after its build and package scan (the build itself
-sets them empty, so nothing is inherited from a parent), in the step that
-tags the target reference, so an image carrying ``kiln.fingerprint`` is
-complete. A scan that fails fails the image. An image stamped before
-``kiln.packages.scan`` existed may carry an empty package list from a scan
-that failed unnoticed: :func:`is_complete` does not count it.
+Every label is stamped onto the image after its build and package scan, in
+one ``LABEL`` instruction of the step that tags the target reference, so an
+image carrying its own ``kiln.fingerprint`` is complete (the build runs the
+image's own steps only: its untagged result carries its parent's labels,
+fingerprint included, until it is stamped, and nothing counts an image
+without a tag in its own repository). A scan that fails fails the image. An
+image stamped before ``kiln.packages.scan`` existed may carry an empty
+package list from a scan that failed unnoticed: :func:`is_complete` does not
+count it.
 """
 
 from __future__ import annotations
@@ -179,7 +184,8 @@ def is_complete(labels: Mapping[str, str], fingerprint: str | None = None) -> bo
         labels.get(PACKAGES_SCAN) in (SCANNED, NO_SHELL)
 
 
-# Run inside a built image (by /bin/sh, with no network): prints
+# Run inside a built image (by /bin/sh, with no network) when its packages
+# cannot be read from its files (builder.imagefiles): prints
 # "<kind> <name> <version>" per package, then SCAN_END: output without it
 # comes from a scan that did not run to its end.
 SCAN_END = "kiln-package-scan-end"

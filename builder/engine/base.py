@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 import tempfile
 import threading
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError, KilnError
+from builder.imagefiles import ImageFiles
 
 
 class EngineError(KilnError):
@@ -94,24 +96,38 @@ class Engine(abc.ABC):
         so until this returns ``ref`` names whatever it named before, and a
         failure leaves it so. ``name`` is kiln's image name, for messages.
 
-        This default builds ``FROM image`` with the labels, untagged, then
-        tags the result; a backend may do the same in fewer calls. Raises
-        EngineError.
+        This default builds ``FROM image`` and one ``LABEL`` instruction
+        holding every label (see :func:`label_instruction`: one build step,
+        whatever the number of labels), tagged ``ref`` by the build itself,
+        which names nothing unless it succeeds. Raises EngineError.
         """
+        instruction, rest = label_instruction(labels)
         with tempfile.TemporaryDirectory(prefix="kiln-stamp-") as scratch:
             context = Path(scratch)
-            (context / "Dockerfile").write_text(f"FROM {image}\n", encoding="utf-8")
+            (context / "Dockerfile").write_text(f"FROM {image}\n{instruction}",
+                                                encoding="utf-8")
             try:
                 new_id = drain(self.build(BuildRequest(
-                    image=name or ref, context_dir=context, tags=(), labels=dict(labels))))
+                    image=name or ref, context_dir=context, tags=(ref,), labels=rest)))
             except BuildError as exc:
                 reason = exc.message.partition(" failed to build: ")[2] or exc.message
                 raise EngineError(f"stamping {ref} failed: {reason}") from exc
         if not new_id:
             raise EngineError(f"stamping {ref} failed: the engine did not report the "
                               f"id of the new image")
-        self.tag(new_id, ref)
         return new_id
+
+    @contextlib.contextmanager
+    def image_files(self, image_id: str) -> Iterator[ImageFiles | None]:
+        """A read-only view of a local image's root filesystem, or None.
+
+        None when this engine or host cannot show the image's files without
+        starting a container (a remote engine, another storage driver, no
+        permission to read its store): the caller then runs a container
+        instead. The view is valid until the context ends; its ``path_env`` is
+        the image's ``PATH``. This default shows nothing.
+        """
+        yield None
 
     @abc.abstractmethod
     def inspect(self, ref: str) -> ImageInfo | None:
@@ -177,3 +193,67 @@ def missing_executable(text: str) -> str | None:
     if match is None:
         return None
     return match.group("runc") or match.group("crun")
+
+
+# -- one LABEL instruction ------------------------------------------------------
+
+# Docker's parser refuses a Dockerfile line longer than 64 KiB, and buildah's
+# drops it silently: a long label is written over several physical lines.
+LABEL_LINE = 16384
+# Characters between which a quoted value may be cut by a line continuation:
+# not an escape, not white space, and no "#" to start the next physical line
+# (which the parsers would take for a comment).
+_CUTTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                      ".,:;_-+=/@{}[]()<>%&*!?'~^|")
+_UNWRITABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # line breaks and other controls
+
+
+def _quoted(text: str) -> str:
+    """A Dockerfile double-quoted word: backslash, quote and ``$`` (expansion) escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def _physical_lines(word: str, width: int) -> list[str] | None:
+    """``word`` cut into pieces of at most ``width`` characters, each cut between
+    two cuttable characters; None if it cannot be cut so."""
+    pieces = []
+    while len(word) > width:
+        cut = width
+        while not (word[cut - 1] in _CUTTABLE and word[cut] in _CUTTABLE):
+            cut -= 1
+            if cut <= width // 2:
+                return None
+        pieces.append(word[:cut])
+        word = word[cut:]
+    pieces.append(word)
+    return pieces
+
+
+def label_instruction(labels: Mapping[str, str], width: int = LABEL_LINE
+                      ) -> tuple[str, dict[str, str]]:
+    """(one Dockerfile ``LABEL`` instruction for ``labels``, the labels it cannot hold).
+
+    Every key and value is a double-quoted word (``\\``, ``\\"`` and ``\\$``
+    escaped, so nothing is expanded); each label starts a physical line, and
+    a long one goes on over several, joined by line continuations, so no
+    line is longer than ``width``. A label a Dockerfile cannot hold (a line
+    break or another control character but tab, ``=`` in its key, a long
+    value with nowhere to cut it) is returned, to be given to the build as a
+    build label. The text is "" when there is nothing to write.
+    """
+    lines: list[str] = []
+    rest: dict[str, str] = {}
+    for key, value in sorted(labels.items()):
+        pieces = None
+        if not _UNWRITABLE.search(key + value) and "=" not in key:
+            pieces = _physical_lines(f"{_quoted(key)}={_quoted(value)}", width)
+        if pieces is None:
+            rest[key] = value
+            continue
+        if lines:
+            lines[-1] += " \\"
+        lines += [piece + "\\" for piece in pieces[:-1]]
+        lines.append(pieces[-1])
+    if not lines:
+        return "", rest
+    return "LABEL \\\n" + "\n".join(lines) + "\n", rest

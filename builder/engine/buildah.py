@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from builder.engine.base import EngineError, ImageInfo, MissingExecutable, missing_executable
 from builder.engine.cli import (
@@ -49,6 +51,55 @@ class BuildahEngine(ImageToolEngine):
         done = self._command(["info"], "buildah info")
         if done.returncode != 0:
             raise EngineError(f"buildah cannot be used: {done.error}")
+
+    def __init__(self, options):
+        super().__init__(options)
+        self._store_lock = threading.Lock()
+        self._store: tuple[str, str] | None = None
+
+    def _graph(self) -> tuple[str, str]:
+        """(graph driver, graph root) of buildah's store, from ``buildah info`` once."""
+        with self._store_lock:
+            if self._store is None:
+                done = self._command(["info"], "buildah info")
+                if done.returncode != 0:
+                    raise EngineError(f"buildah info failed: {done.error}")
+                store = json.loads(done.stdout)["store"]
+                self._store = (store["GraphDriverName"], store["GraphRoot"])
+            return self._store
+
+    def _layer_directories(self, image_id: str
+                           ) -> tuple[list[str], list[str] | None, int] | None:
+        """The overlay layers of containers-storage, from its own records.
+
+        buildah shows no layer directories: the image's top layer is in the
+        store's ``overlay-images/images.json``, each layer's parent in
+        ``overlay-layers/layers.json`` (both written whole and renamed into
+        place), each layer's files in ``overlay/<layer>/diff``. The image's
+        Env and number of layers come from ``buildah inspect``.
+        """
+        driver, root = self._graph()
+        if driver != "overlay":
+            return None
+        data = self._inspect_image(image_id, f"inspecting {image_id}")
+        if data is None:
+            return None
+        store = Path(root)
+        wanted = data["FromImageID"]
+        images = json.loads((store / "overlay-images" / "images.json").read_text())
+        top = next((image.get("layer") for image in images if image.get("id") == wanted), None)
+        parents = {layer["id"]: layer.get("parent")
+                   for layer in json.loads((store / "overlay-layers" / "layers.json")
+                                           .read_text())}
+        directories = []
+        while top:
+            if top not in parents or len(directories) > len(parents):
+                return None
+            directories.append(str(store / "overlay" / top / "diff"))
+            top = parents[top]
+        image = data.get("OCIv1") or {}
+        return (directories, (image.get("config") or {}).get("Env"),
+                len((image.get("rootfs") or {}).get("diff_ids") or ()))
 
     def inspect(self, ref: str) -> ImageInfo | None:
         """From ``buildah inspect`` (id, labels, created) and ``buildah images`` (names)."""

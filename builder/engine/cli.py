@@ -18,6 +18,7 @@ working container by itself; then SIGTERM; then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -39,6 +40,7 @@ from builder.engine.base import (
     PushError,
 )
 from builder.errors import BuildError
+from builder.imagefiles import ImageFiles, path_of, readable_layers
 
 TAIL_LINES = 20
 STOP_GRACE = 5.0      # seconds a tool gets to exit after its step was killed, and after SIGTERM
@@ -452,6 +454,29 @@ class ImageToolEngine(Engine):
 
     def _command(self, args: Sequence[str], doing: str) -> Completed:
         return self._tool.run(args, doing=doing, timeout=self.options.timeout)
+
+    # -- an image's files ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def image_files(self, image_id: str) -> Iterator[ImageFiles | None]:
+        """The image's overlay layer directories in containers-storage, if this
+        process can read them (see :meth:`_layer_directories`); None otherwise."""
+        try:
+            found = None if self.options.base_url else self._layer_directories(image_id)
+        except (EngineError, OSError, ValueError, LookupError, TypeError, AttributeError):
+            found = None
+        if found is None:
+            yield None
+            return
+        directories, env, layer_count = found
+        layers = readable_layers(directories)
+        yield (ImageFiles(layers, path_of(env))
+               if layers is not None and len(layers) == layer_count else None)
+
+    def _layer_directories(self, image_id: str
+                           ) -> tuple[list[str], list[str] | None, int] | None:
+        """(layer directories top first, the image's Env, its number of layers), or None."""
+        return None
 
     # -- building -----------------------------------------------------------
 

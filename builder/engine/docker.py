@@ -10,6 +10,7 @@ errors with a one-sentence message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ from builder.engine.base import (
     missing_executable,
 )
 from builder.errors import BuildError
+from builder.imagefiles import ImageFiles, path_of, readable_layers
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 TAIL_LINES = 20
@@ -325,6 +327,30 @@ class DockerEngine(Engine):
                 return None
             raise self._engine_error(f"inspecting {ref}", exc) from exc
         return _image_info(data, (data.get("Config") or {}).get("Labels"))
+
+    @contextlib.contextmanager
+    def image_files(self, image_id: str) -> Iterator[ImageFiles | None]:
+        """The image's overlay2 layer directories, when the daemon is on this host
+        (a unix socket) and this process can read them; None otherwise."""
+        yield self._layer_view(image_id)
+
+    def _layer_view(self, image_id: str) -> ImageFiles | None:
+        if not self.endpoint.startswith("unix://"):
+            return None
+        try:
+            data = self._api().inspect_image(image_id)
+        except _SDK_ERRORS:
+            return None
+        driver = data.get("GraphDriver") or {}
+        paths = driver.get("Data") or {}
+        if driver.get("Name") != "overlay2" or not paths.get("UpperDir"):
+            return None
+        layers = readable_layers([paths["UpperDir"],
+                                  *(paths.get("LowerDir") or "").split(":")])
+        # one directory per filesystem layer, or these are not this image's files
+        if layers is None or len(layers) != len((data.get("RootFS") or {}).get("Layers") or ()):
+            return None
+        return ImageFiles(layers, path_of((data.get("Config") or {}).get("Env")))
 
     def images_with_label(self, key: str) -> list[ImageInfo]:
         api = self._api()

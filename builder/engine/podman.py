@@ -83,6 +83,21 @@ class PodmanEngine(ImageToolEngine):
             created=data.get("Created") or "",
         )
 
+    def _layer_directories(self, image_id: str
+                           ) -> tuple[list[str], list[str] | None, int] | None:
+        """From ``podman image inspect``: its GraphDriver's overlay directories."""
+        done = self._command(["image", "inspect", image_id], f"inspecting {image_id}")
+        if done.returncode != 0:
+            return None
+        data = json.loads(done.stdout)[0]
+        driver = data.get("GraphDriver") or {}
+        paths = driver.get("Data") or {}
+        if driver.get("Name") != "overlay" or not paths.get("UpperDir"):
+            return None
+        return ([paths["UpperDir"], *(paths.get("LowerDir") or "").split(":")],
+                (data.get("Config") or {}).get("Env"),
+                len((data.get("RootFS") or {}).get("Layers") or ()))
+
     def images_with_label(self, key: str) -> list[ImageInfo]:
         """``podman images --filter label=KEY``: named and dangling images, not the
         layer cache's intermediate ones, as Docker lists them."""

@@ -5,7 +5,13 @@ No tests here: helpers shared by ``test_atomic_build.py`` and
 its fake ``dpkg-query`` (which kiln's package scan runs) prints one package
 per network interface the scan container sees, one for the image's version,
 and can first sleep, so that a test can catch kiln between the build and the
-stamp.
+stamp. Its dpkg status file lists one package, ``probe`` at the image's
+version, which is what a scan reading the image's files finds.
+
+kiln reads an image's packages from its files when the engine can show
+them, and runs the scan in a container only for an rpm database (or an
+engine that cannot): the images carry an (empty) rpm database unless
+``rpm_db="0"``, so that the container scan is what these tests exercise.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ DOCKERFILE = """\
 FROM {{ busybox }}
 LABEL kiln.test.namespace={{ ns }}
 COPY dpkg-query /usr/bin/dpkg-query
-RUN echo {{ version }} > /version && echo {{ scan_sleep }} > /etc/probe-scan-sleep
+{{ "COPY rpmdb /var/lib/rpm/Packages" if rpm_db != "0" else "" }}
+RUN echo {{ version }} > /version && echo {{ scan_sleep }} > /etc/probe-scan-sleep \
+ && mkdir -p /var/lib/dpkg \
+ && printf 'Package: probe\\nStatus: install ok installed\\nVersion: %s\\n' {{ version }} \
+    > /var/lib/dpkg/status
 {{ "RUN echo build-sleeping && sleep " ~ build_sleep if build_sleep != "0" else "" }}
 {{ BROKEN_SHELL if broken_shell != "0" else "" }}
 """.replace("BROKEN_SHELL", repr(
@@ -47,6 +57,7 @@ SHELL_LESS = """\
 FROM scratch
 LABEL kiln.test.namespace={{ ns }}
 COPY busybox /busybox
+{{ "COPY rpmdb /var/lib/rpm/Packages" if rpm_db != "0" else "" }}
 """
 
 
@@ -57,12 +68,14 @@ def template_set(root: Path, shell_less_busybox: Path | None = None) -> Path:
     (probe / "Dockerfile.j2").write_text(DOCKERFILE)
     (probe / "dpkg-query").write_text(DPKG_QUERY)
     (probe / "dpkg-query").chmod(0o755)
+    (probe / "rpmdb").write_bytes(b"")
     if shell_less_busybox is not None:
         bare = root / "bare"
         bare.mkdir()
         (bare / "Dockerfile.j2").write_text(SHELL_LESS)
         (bare / "busybox").write_bytes(shell_less_busybox.read_bytes())
         (bare / "busybox").chmod(0o755)
+        (bare / "rpmdb").write_bytes(b"")
     return root
 
 
@@ -94,12 +107,13 @@ class Probe:
         return f"{self.namespace}/{name}:latest"
 
     def argv(self, *patterns: str, version: str = "1", scan_sleep: str = "0",
-             build_sleep: str = "0", broken_shell: str = "0") -> tuple[list[str], Path]:
+             build_sleep: str = "0", broken_shell: str = "0",
+             rpm_db: str = "1") -> tuple[list[str], Path]:
         self.runs += 1
         summary = self.tmp_path / f"summary-{self.runs}.json"
         variables = {"busybox": self.base, "ns": self.namespace, "version": version,
                      "scan_sleep": scan_sleep, "build_sleep": build_sleep,
-                     "broken_shell": broken_shell}
+                     "broken_shell": broken_shell, "rpm_db": rpm_db}
         argv = [sys.executable, "-m", "builder.cli.build", "--engine", self.engine.name,
                 "--templates-dir", str(self.templates), "--namespace", self.namespace,
                 "--network-mode", "host", "--work-dir", str(self.tmp_path / "work"),

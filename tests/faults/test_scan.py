@@ -86,3 +86,31 @@ def test_stamp_without_a_known_scan_outcome_is_not_reused(probe):
     assert second.code == 0, second.out + second.err
     assert "probe" in second.entries("built")
     assert probe.engine.inspect(probe.ref()).labels[PACKAGES_SCAN] == SCANNED
+
+
+def test_packages_are_read_from_the_image_files_without_a_container(probe):
+    result = probe.run(rpm_db="0")
+    assert result.code == 0, result.out + result.err
+    labels = probe.engine.inspect(probe.ref()).labels
+    # the dpkg status file, not the fake dpkg-query (which would list net-lo)
+    assert json.loads(labels[PACKAGES]) == {"deb": {"probe": "1"}}
+    assert labels[PACKAGES_SCAN] == SCANNED
+    log = probe.log()
+    assert "read from its files: 1 deb" in log
+    assert "in a container" not in log
+
+
+def test_an_rpm_database_sends_the_scan_to_a_container(probe):
+    result = probe.run()                      # the probe has an (empty) rpm database
+    assert result.code == 0, result.out + result.err
+    log = probe.log()
+    assert "packages: the image has an rpm database, which only rpm can read" in log
+    assert "scanning the packages" in log and "read from its files" not in log
+
+
+def test_shell_less_image_read_from_its_files_is_scanned(probe):
+    first = probe.run("^bare$", rpm_db="0")
+    assert first.code == 0, first.out + first.err
+    labels = probe.engine.inspect(probe.ref("bare")).labels
+    assert labels[PACKAGES] == "{}" and labels[PACKAGES_SCAN] == SCANNED
+    assert "has no /bin/sh" not in probe.log("bare")

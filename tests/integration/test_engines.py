@@ -286,6 +286,69 @@ def test_stamp_adds_labels_without_a_layer_and_tags_last(engine, base, images, t
     assert engine.inspect(built).labels["kiln.fingerprint"] == ""
 
 
+def history(engine: Engine, ref: str) -> list[str]:
+    """The image's history (what made each step), from the engine's own tool."""
+    if engine.name == "docker":
+        argv = ["docker", "image", "history", "--no-trunc", "--format", "{{json .CreatedBy}}",
+                ref]
+        lines = subprocess.run(argv, capture_output=True, text=True, check=True,
+                               timeout=60).stdout.splitlines()
+        return [json.loads(line) for line in reversed(lines)]
+    argv = ["buildah", "inspect", "--type", "image", ref]
+    data = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True,
+                                     timeout=60).stdout)
+    return [step.get("created_by", "") for step in data["OCIv1"].get("history") or ()]
+
+
+AWKWARD_LABELS = {
+    "kiln.test.quotes": 'say "hi" and \\"escaped\\" \\',
+    "kiln.test.dollars": "$HOME ${HOME} $$ \\$HOME $",
+    "kiln.test.spaces": "  lead, tab\tand trail  ",
+    "kiln.test.hash": "#not a comment # either",
+    "kiln.test.unicode": "Grüße, 東京",
+    "kiln.test.empty": "",
+    "kiln.test.equals": "a=b=c",
+    # JSON with every escape, long enough to cross several physical lines
+    "kiln.test.json": json.dumps({f"pkg-{i}": f'1.{i}-"q"\\$x\n#{i}' for i in range(4000)},
+                                 separators=(",", ":")),
+}
+
+
+def test_stamp_round_trips_awkward_label_values_in_one_step(engine, base, images, tmp_path):
+    ref = images.ref("awkward", "1")
+    context = tmp_path / "awkward"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo {images.namespace} > /x\n")
+    built = drain(engine.build(BuildRequest(image="test-image", context_dir=context, tags=())))
+    images.track(built)
+    assert len(AWKWARD_LABELS["kiln.test.json"]) > 100_000
+
+    new_id = engine.stamp(built, AWKWARD_LABELS, ref, name="test-image")
+
+    labels = engine.inspect(ref).labels
+    assert engine.inspect(ref).id == new_id
+    assert {key: labels.get(key) for key in AWKWARD_LABELS} == AWKWARD_LABELS
+    steps = history(engine, new_id)
+    assert steps[:-1] == history(engine, built)              # one step added...
+    assert steps[-1].count("kiln.test.") == len(AWKWARD_LABELS)  # ...holding every label
+    assert layers(engine, new_id) == layers(engine, built)
+
+
+def test_stamp_keeps_a_label_with_a_line_break(engine, base, images, tmp_path):
+    ref = images.ref("multiline", "1")
+    context = tmp_path / "multiline"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo {images.namespace} > /x\n")
+    built = drain(engine.build(BuildRequest(image="test-image", context_dir=context, tags=())))
+    images.track(built)
+    wanted = {"kiln.test.lines": "first line\nsecond \"line\"\r\n", "kiln.test.plain": "x"}
+
+    engine.stamp(built, wanted, ref, name="test-image")
+
+    labels = engine.inspect(ref).labels
+    assert {key: labels.get(key) for key in wanted} == wanted
+
+
 def test_build_uses_the_layer_cache(engine, base, images, tmp_path):
     ref = images.ref("cached")
     dockerfile = f"FROM {base}\nRUN echo {images.namespace} > /cached\n"
