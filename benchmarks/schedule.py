@@ -35,7 +35,7 @@ import networkx as nx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from builder.scheduler import (  # noqa: E402
+from builder.build.scheduler import (  # noqa: E402
     Scheduler,
     SchedulerOptions,
     WorkResult,

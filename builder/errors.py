@@ -123,6 +123,28 @@ class SyncError(KilnError):
     exit_code = EXIT_BUILD_FAILED
 
 
+class EngineError(KilnError):
+    """The engine cannot be reached or refused an operation."""
+
+
+class MissingExecutable(EngineError):
+    """The program a container was to run is not in its image (e.g. no /bin/sh)."""
+
+
+class PushError(KilnError):
+    """Pushing an image to a registry failed."""
+
+    exit_code = EXIT_BUILD_FAILED
+
+
+class BuildCancelled(KilnError):
+    """The run was interrupted while this image was building."""
+
+
+class ScanError(KilnError):
+    """The package scan of a built image failed; the image is not complete."""
+
+
 class WorkDirBusy(ConfigError):
     """Another run holds the work dir."""
 

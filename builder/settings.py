@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.manifest import DEFAULT_SECRET_ARGS
+from builder.build.labels import DEFAULT_SECRET_ARGS
+from builder.build.sources.spec import SourceSpec
 from builder.naming import ImageNaming
 from builder.resources import BUILTIN_TEMPLATES
-from builder.sources.spec import SourceSpec
 from builder.templating.kolla.settings import KollaSettings
 
 # Names the render context defines itself; a template variable may not shadow them.

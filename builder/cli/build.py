@@ -6,9 +6,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from builder.build.context import check_output_file, locked_work_dir, write_context
 from builder.cli import options
 from builder.cli.common import run, setup_logging
-from builder.context import check_output_file, locked_work_dir, write_context
 from builder.errors import EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.output import listings
 from builder.plan import Plan, make_plan
@@ -51,7 +51,7 @@ def _build(argv: list[str]) -> int:
 
 
 def _run_builds(settings: BuildSettings, plan: Plan) -> int:
-    from builder.run import run_builds  # the build machinery loads only to build
+    from builder.build.run import run_builds  # the build machinery loads only to build
 
     result = run_builds(settings, plan)
     _report(settings, result.summary)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from oslo_config import cfg
 
+from builder.build.sources.spec import SOURCE_KEYS
 from builder.errors import ConfigError
-from builder.sources.spec import SOURCE_KEYS
 
 # --- where a setting is: file, line, section --------------------------------
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from oslo_config import cfg
 
 from builder import __version__
+from builder.build.labels import DEFAULT_SECRET_ARGS
+from builder.build.sources.spec import SOURCE_KEYS, SourceSpec, parse_source
 from builder.cli.config_files import (
     PROJECT,
     Setting,
@@ -31,7 +33,6 @@ from builder.cli.config_files import (
     unread_settings,
 )
 from builder.errors import ConfigError, KilnError
-from builder.manifest import DEFAULT_SECRET_ARGS
 from builder.naming import ImageNaming
 from builder.resources import BUILTIN_TEMPLATES
 from builder.settings import (
@@ -45,7 +46,6 @@ from builder.settings import (
     TemplateSettings,
     cache_home,
 )
-from builder.sources.spec import SOURCE_KEYS, SourceSpec, parse_source
 from builder.templating.kolla import options as kolla
 from builder.templating.kolla.settings import kolla_naming
 

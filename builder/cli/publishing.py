@@ -11,7 +11,8 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from builder.engine import load_engine
+from builder.build.labels import read_labels
+from builder.engines import load_engine
 from builder.errors import (
     EXIT_BUILD_FAILED,
     EXIT_INTERRUPTED,
@@ -21,7 +22,6 @@ from builder.errors import (
     KilnError,
 )
 from builder.graph.selection import compile_pattern
-from builder.manifest import read_labels
 from builder.output.registry import (
     format_list,
     format_promote,
@@ -39,7 +39,7 @@ from builder.publish.revisions import (
     deployed_tag,
     select_names,
 )
-from builder.publish.sync import Status, SyncSettings, run_parallel, sync
+from builder.publish.sync import SyncSettings, SyncStatus, run_parallel, sync
 from builder.registry.auth import Credentials
 from builder.registry.client import RegistryClient
 from builder.registry.http import RegistryOptions
@@ -87,13 +87,13 @@ def _sync(args) -> int:
                    if kind == "json" else to_yaml(document))
     interrupted = cancel.is_set()
     if interrupted:
-        stopped = sum(r.status is Status.STOPPED for r in results)
+        stopped = sum(r.status is SyncStatus.STOPPED for r in results)
         print(f"{PROG}: interrupted: {stopped} of {len(results)} image"
               f"{'s' if len(results) != 1 else ''} not synced; the others are as reported"
               + (f" (and in {args.output})" if args.output and not args.dry_run else "")
               + "; a rerun syncs the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_BUILD_FAILED if any(r.status is Status.FAILED for r in results) else EXIT_OK
+    return EXIT_BUILD_FAILED if any(r.status is SyncStatus.FAILED for r in results) else EXIT_OK
 
 
 @contextlib.contextmanager

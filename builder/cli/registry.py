@@ -38,15 +38,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from builder import __version__
+from builder.build.labels import read_labels
 from builder.cli.common import run
 from builder.cli.publishing import PROG, _list, _promote, _sync, registry_options
-from builder.engine import load_engine
+from builder.engines import load_engine
 from builder.errors import (
     EXIT_OK,
     EXIT_USAGE,
     KilnError,
 )
-from builder.manifest import read_labels
 from builder.output.registry import (
     format_inspect,
 )

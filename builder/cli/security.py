@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from builder.cli.publishing import registry_options, set_naming
-from builder.engine import load_engine
+from builder.engines import load_engine
 from builder.errors import EXIT_BUILD_FAILED, EXIT_OK, ConfigError
 from builder.output.security import find_json, format_find
 from builder.publish.output import write_output

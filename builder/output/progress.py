@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, TextIO
 
-from builder.scheduler import Status
+from builder.build.scheduler import Status
 
 if TYPE_CHECKING:  # rich is imported only for a live view (it takes a while to load)
     from rich.console import Console, Group

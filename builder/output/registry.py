@@ -9,12 +9,13 @@ from builder.publish.revisions import (
     deployed_tag,
     old_tag,
 )
-from builder.publish.sync import Action, Status, SyncResult, SyncSettings
+from builder.publish.sync import Action, SyncResult, SyncSettings, SyncStatus
 from builder.reference import short_digest
 from builder.registry.client import RegistryClient
 
-_LABELS = {Status.PUSHED: "pushed", Status.MOVED: "moved", Status.UNCHANGED: "unchanged",
-           Status.SKIPPED: "skipped", Status.FAILED: "failed", Status.STOPPED: "stopped"}
+_LABELS = {SyncStatus.PUSHED: "pushed", SyncStatus.MOVED: "moved",
+           SyncStatus.UNCHANGED: "unchanged", SyncStatus.SKIPPED: "skipped",
+           SyncStatus.FAILED: "failed", SyncStatus.STOPPED: "stopped"}
 _PLANNED = {Action.PUSH: "would push", Action.MOVE: "would move",
             Action.UNCHANGED: "unchanged", Action.SKIP: "skipped"}
 
@@ -25,16 +26,16 @@ def format_sync(results: Sequence[SyncResult], settings: SyncSettings) -> str:
     lines = []
     for r in results:
         plan = r.plan
-        label = (_PLANNED[plan.action] if r.status is Status.PLANNED and plan
+        label = (_PLANNED[plan.action] if r.status is SyncStatus.PLANNED and plan
                  else _LABELS[r.status])
-        if r.status in (Status.FAILED, Status.STOPPED):
+        if r.status in (SyncStatus.FAILED, SyncStatus.STOPPED):
             detail = r.error or ""
         elif plan is None or plan.action is Action.SKIP:
             detail = plan.note if plan else ""
         elif plan.action is Action.PUSH:
             detail = r.reference or ""
             if plan.target != tag:
-                detail += f", then {tag} moves to it" if r.status is Status.PLANNED \
+                detail += f", then {tag} moves to it" if r.status is SyncStatus.PLANNED \
                     else f", {tag} moved to it"
             if plan.note:
                 detail += f" ({plan.note})"
@@ -55,7 +56,7 @@ def _counts(results: Sequence[SyncResult]) -> dict[str, int]:
     counts = dict.fromkeys(("pushed", "moved", "unchanged", "skipped", "failed",
                             "stopped"), 0)
     for r in results:
-        if r.status is Status.PLANNED and r.plan is not None:
+        if r.status is SyncStatus.PLANNED and r.plan is not None:
             key = {Action.PUSH: "pushed", Action.MOVE: "moved", Action.UNCHANGED:
                    "unchanged", Action.SKIP: "skipped"}[r.plan.action]
         else:

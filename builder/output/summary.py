@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from builder.build.scheduler import Outcome, Status
 from builder.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.naming import ImageNaming
-from builder.scheduler import Outcome, Status
 
 KEYS = ("built", "unchanged", "failed", "cancelled", "not_matched", "skipped")
 _KEY_OF = {

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from builder.manifest import FINGERPRINT
+from builder.build.labels import FINGERPRINT
 from builder.publish.revisions import (
     SetNaming,
     family,

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from builder.engine.base import Engine, ImageInfo
+from builder.build.labels import FINGERPRINT
+from builder.engines.base import Engine, ImageInfo
 from builder.errors import KilnError, SyncError
-from builder.manifest import FINGERPRINT
 from builder.publish.revisions import (
     SetNaming,
     list_repositories,

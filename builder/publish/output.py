@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder.errors import ConfigError, KilnError
-from builder.publish.sync import Status, SyncResult, SyncSettings
+from builder.publish.sync import SyncResult, SyncSettings, SyncStatus
 
 # -- the list of what was published ---------------------------------------------------------
 
@@ -21,13 +21,14 @@ def output_document(results: Sequence[SyncResult], registry: str,
     """
     images = {}
     for result in results:
-        if result.status in (Status.PUSHED, Status.MOVED, Status.UNCHANGED) and result.plan:
+        published = (SyncStatus.PUSHED, SyncStatus.MOVED, SyncStatus.UNCHANGED)
+        if result.status in published and result.plan:
             images[result.image] = {"reference": result.reference,
                                     "tag": result.plan.target, "digest": result.digest}
     return {"registry": registry, "namespace": settings.destination.namespace,
             "tag": settings.tag, "images": images,
-            "failed": sorted(r.image for r in results if r.status is Status.FAILED),
-            "stopped": sorted(r.image for r in results if r.status is Status.STOPPED)}
+            "failed": sorted(r.image for r in results if r.status is SyncStatus.FAILED),
+            "stopped": sorted(r.image for r in results if r.status is SyncStatus.STOPPED)}
 
 
 def to_yaml(value) -> str:

@@ -42,8 +42,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from builder.build.labels import FINGERPRINT
 from builder.errors import Cancelled, KilnError, SyncError
-from builder.manifest import FINGERPRINT
 from builder.publish.origins import Source, SourceImage
 from builder.publish.revisions import (
     DEFAULT_RELEASE_PATTERN,
@@ -70,7 +70,7 @@ class Action(enum.Enum):
     SKIP = "skip"               # the source has no such tag
 
 
-class Status(enum.Enum):
+class SyncStatus(enum.Enum):
     PUSHED = "pushed"
     MOVED = "moved"
     UNCHANGED = "unchanged"
@@ -115,7 +115,7 @@ class SyncPlan:
 @dataclass(frozen=True)
 class SyncResult:
     image: str
-    status: Status
+    status: SyncStatus
     plan: SyncPlan | None = None
     reference: str | None = None    # host/repository:target after the sync
     digest: str | None = None
@@ -234,33 +234,33 @@ def execute(plan: SyncPlan, image: SourceImage | None, source: Source, dest: Reg
     """
     reference = dest.reference(plan.repository, plan.target) if plan.target else None
     if settings.dry_run:
-        return SyncResult(plan.image, Status.PLANNED, plan, reference, plan.digest)
+        return SyncResult(plan.image, SyncStatus.PLANNED, plan, reference, plan.digest)
     if plan.action is Action.SKIP:
-        return SyncResult(plan.image, Status.SKIPPED, plan)
+        return SyncResult(plan.image, SyncStatus.SKIPPED, plan)
     if plan.action is Action.UNCHANGED:
-        return SyncResult(plan.image, Status.UNCHANGED, plan, reference, plan.digest)
+        return SyncResult(plan.image, SyncStatus.UNCHANGED, plan, reference, plan.digest)
     if plan.action is Action.MOVE:
         digest = dest.put_tag(plan.repository, plan.digest or plan.target, settings.tag)
-        return SyncResult(plan.image, Status.MOVED, plan, reference, digest)
+        return SyncResult(plan.image, SyncStatus.MOVED, plan, reference, digest)
     assert image is not None and plan.target is not None
     LOG.info("pushing %s to %s", image.ref, reference)
     try:
         digest = source.publish(image, dest, plan.repository, plan.target, cancel)
     except Cancelled as exc:
-        return SyncResult(plan.image, Status.STOPPED, plan, error=exc.message)
+        return SyncResult(plan.image, SyncStatus.STOPPED, plan, error=exc.message)
     except KilnError as exc:
         if cancel is None or not cancel.is_set():
             raise
         # An engine whose push Ctrl-C reached too (it shares the terminal): the
         # revision may or may not exist, but T was not moved; a rerun settles it.
-        return SyncResult(plan.image, Status.STOPPED, plan,
+        return SyncResult(plan.image, SyncStatus.STOPPED, plan,
                           error=f"interrupted while pushing {reference} ({exc}); "
                                 f"{settings.tag} was not moved")
     if plan.target != settings.tag:
         if after_revision is not None:
             after_revision(plan)
         dest.put_tag(plan.repository, digest, settings.tag)
-    return SyncResult(plan.image, Status.PUSHED, plan, reference, digest)
+    return SyncResult(plan.image, SyncStatus.PUSHED, plan, reference, digest)
 
 
 def sync_image(source: Source, dest: RegistryClient, name: str, settings: SyncSettings,
@@ -271,15 +271,15 @@ def sync_image(source: Source, dest: RegistryClient, name: str, settings: SyncSe
     plan = None
     try:
         if cancel is not None and cancel.is_set():
-            return SyncResult(name, Status.STOPPED, error="interrupted before it started")
+            return SyncResult(name, SyncStatus.STOPPED, error="interrupted before it started")
         plan, image = plan_image(source, dest, name, settings)
         if cancel is not None and cancel.is_set() and not settings.dry_run \
                 and plan.action in (Action.PUSH, Action.MOVE):
-            return SyncResult(name, Status.STOPPED, plan,
+            return SyncResult(name, SyncStatus.STOPPED, plan,
                               error="interrupted before it was published")
         return execute(plan, image, source, dest, settings, after_revision, cancel)
     except KilnError as exc:
-        return SyncResult(name, Status.FAILED, plan, error=str(exc))
+        return SyncResult(name, SyncStatus.FAILED, plan, error=str(exc))
 
 
 def sync(source: Source, dest: RegistryClient, patterns: Sequence[str],

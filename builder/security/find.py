@@ -30,10 +30,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from builder.engine.base import Engine
+from builder.build.labels import FINGERPRINT, NO_SHELL, PACKAGES, PACKAGES_SCAN, SCANNED
+from builder.engines.base import Engine
 from builder.errors import ConfigError, KilnError
 from builder.graph.selection import compile_pattern
-from builder.manifest import FINGERPRINT, NO_SHELL, PACKAGES, PACKAGES_SCAN, SCANNED
 from builder.publish.listing import set_repositories
 from builder.publish.revisions import SetNaming, revision_tag, revisions, select_names
 from builder.publish.sync import run_parallel

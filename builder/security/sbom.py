@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from builder import __version__
+from builder.build.labels import FINGERPRINT, MANIFEST, OCI, PACKAGES_SCAN
 from builder.errors import KilnError
-from builder.manifest import FINGERPRINT, MANIFEST, OCI, PACKAGES_SCAN
 from builder.reference import split_reference
 from builder.security.find import package_list
 

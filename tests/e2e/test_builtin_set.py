@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.base import EngineError
+from builder.engines.base import EngineError
 from builder.templating.layers import load_template_set
 from tests.integration.conftest import require_docker, unavailable
 

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.engine.base import Engine, ImageInfo
+from builder.engines.base import Engine, ImageInfo
 
 # The label that says how kiln.packages was found, and its values (spelled
 # out, not imported, so that these tests run against a kiln without them).

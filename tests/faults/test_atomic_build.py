@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from builder.manifest import FINGERPRINT, PACKAGES
+from builder.build.labels import FINGERPRINT, PACKAGES
 from tests.faults.scan_probe import PACKAGES_SCAN, SCANNED, Probe, template_set
 from tests.integration.test_engines import appears, base, engine, gone, images  # noqa: F401
 

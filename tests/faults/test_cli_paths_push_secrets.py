@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from builder.engine.base import EngineError, EngineOptions
-from builder.engine.docker import DockerEngine
+from builder.engines.base import EngineError, EngineOptions
+from builder.engines.docker import DockerEngine
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from builder.engine.base import EngineError, EngineOptions
-from builder.engine.docker import DockerEngine
+from builder.engines.base import EngineError, EngineOptions
+from builder.engines.docker import DockerEngine
 from tests.conftest import error_line
 
 pytestmark = pytest.mark.timeout(120)

@@ -17,10 +17,10 @@ import time
 
 import pytest
 
+from builder.build.scheduler import Outcome, Status
 from builder.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from builder.naming import ImageNaming
 from builder.output.summary import exit_code, summarize, to_text
-from builder.scheduler import Outcome, Status
 from tests.integration.conftest import (  # noqa: F401 (fixtures)
     busybox_base,
     cleanup_images,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.base import BuildRequest
-from builder.manifest import FINGERPRINT, PACKAGES
+from builder.build.labels import FINGERPRINT, PACKAGES
+from builder.engines.base import BuildRequest
 from tests.faults.scan_probe import NO_SHELL, PACKAGES_SCAN, SCANNED, Probe, template_set
 from tests.integration.test_engines import base, engine, images  # noqa: F401
 

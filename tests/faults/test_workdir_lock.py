@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 HOLDER = textwrap.dedent("""\
     import sys
     from pathlib import Path
-    from builder.context import locked_work_dir
+    from builder.build.context import locked_work_dir
     with locked_work_dir(Path(sys.argv[1])):
         print("locked", flush=True)
         sys.stdin.read()   # until the test closes it

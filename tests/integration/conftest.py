@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.base import BuildRequest, EngineError, EngineOptions
-from builder.engine.docker import DockerEngine
+from builder.engines.base import BuildRequest, EngineError, EngineOptions
+from builder.engines.docker import DockerEngine
 from builder.errors import BuildError
 from tests.conftest import FIXTURES
 

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.base import BuildRequest, EngineError, ImageInfo
-from builder.engine.docker import DockerEngine
-from builder.manifest import (
+from builder.build.labels import (
     FINGERPRINT,
     MANIFEST,
     PACKAGES,
@@ -28,6 +26,8 @@ from builder.manifest import (
     canonical,
     oci_labels,
 )
+from builder.engines.base import BuildRequest, EngineError, ImageInfo
+from builder.engines.docker import DockerEngine
 from tests.integration.conftest import TestImages
 from tests.integration.sync_fixtures import fingerprint_of
 

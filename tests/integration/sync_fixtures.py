@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from builder.build.labels import FINGERPRINT, MANIFEST
 from builder.cli.registry import main as registry_main
-from builder.engine.base import BuildRequest, EngineError, ImageInfo
-from builder.engine.docker import DockerEngine
-from builder.manifest import FINGERPRINT, MANIFEST
+from builder.engines.base import BuildRequest, EngineError, ImageInfo
+from builder.engines.docker import DockerEngine
 from builder.registry.auth import Credentials
 from builder.registry.client import RegistryClient
 from builder.registry.http import RegistryOptions

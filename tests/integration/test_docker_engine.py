@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder.engine import load_engine
-from builder.engine.base import BuildRequest, EngineError, EngineOptions, PushError
-from builder.engine.docker import DockerEngine, split_reference
+from builder.engines import load_engine
+from builder.engines.base import BuildRequest, EngineError, EngineOptions, PushError
+from builder.engines.docker import DockerEngine, split_reference
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine import load_engine
-from builder.engine.base import (
+from builder.engines import load_engine
+from builder.engines.base import (
     BuildRequest,
     Engine,
     EngineError,
@@ -29,7 +29,8 @@ from builder.engine.base import (
     PushError,
     drain,
 )
-from builder.engine.cli import error_message, familiar, is_loopback_registry
+from builder.engines.process import error_message
+from builder.engines.tool import familiar, is_loopback_registry
 from builder.errors import BuildError, ConfigError
 from tests.integration.conftest import BUSYBOX_DOCKERFILE, TestImages, free_port, unavailable
 

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from builder.manifest import PACKAGES
+from builder.build.labels import PACKAGES
 from tests.integration import registry_fixtures, security_fixtures, sync_fixtures
 from tests.integration.sync_fixtures import plain_client
 

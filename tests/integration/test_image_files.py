@@ -3,7 +3,7 @@
 On every engine, on a Debian image and on one built from it whose last layer
 purges packages (a new dpkg status over the old one, whiteouts of the removed
 files): :meth:`Engine.image_files` shows the image's files on this host, and
-:func:`builder.imagefiles.scan_packages` over them gives what
+:func:`builder.build.imagefiles.scan_packages` over them gives what
 ``manifest.PACKAGE_SCAN`` prints when it runs in a container of the image.
 
 The Debian image is the e2e tests' ``debian:bookworm-slim`` (made by
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from builder.engine.base import BuildRequest, Engine, drain
-from builder.imagefiles import scan_packages
-from builder.manifest import PACKAGE_SCAN, parse_packages, scan_finished
+from builder.build.imagefiles import scan_packages
+from builder.build.labels import PACKAGE_SCAN, parse_packages, scan_finished
+from builder.engines.base import BuildRequest, Engine, drain
 from tests.integration.conftest import unavailable
 from tests.integration.test_engines import engine, images  # noqa: F401
 

@@ -9,8 +9,8 @@ from datetime import datetime
 
 import git
 
+from builder.build.labels import FINGERPRINT
 from builder.cli.registry import main as registry_main
-from builder.manifest import FINGERPRINT
 from tests.integration.conftest import BUILDSET
 from tests.integration.test_build import by_name
 

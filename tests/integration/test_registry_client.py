@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from builder.engine.base import BuildRequest
+from builder.engines.base import BuildRequest
 from builder.errors import Cancelled, ConfigError, RegistryError
 from builder.registry.auth import Credentials
 from builder.registry.client import RegistryClient

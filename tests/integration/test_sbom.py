@@ -20,7 +20,7 @@ from packageurl import PackageURL
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from builder.manifest import PACKAGES
+from builder.build.labels import PACKAGES
 from tests.integration import security_fixtures, sync_fixtures
 from tests.integration.security_fixtures import COMMIT, UPSTREAM
 from tests.integration.sync_fixtures import plain_client

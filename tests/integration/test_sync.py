@@ -20,10 +20,10 @@ import pytest
 import requests
 import yaml
 
-from builder.manifest import FINGERPRINT
+from builder.build.labels import FINGERPRINT
 from builder.publish.origins import EngineSource, RegistrySource
 from builder.publish.revisions import SetNaming
-from builder.publish.sync import Status, SyncSettings, sync
+from builder.publish.sync import SyncSettings, SyncStatus, sync
 from builder.registry.copy import copy_image
 from tests.integration import registry_fixtures, sync_fixtures
 from tests.integration.conftest import free_port
@@ -158,7 +158,7 @@ def test_no_change_sync_costs_a_fixed_number_of_requests_per_image(
     session, seen = recording()
     dest = plain_client(registry.host, session=session)
     results = sync(EngineSource(image_maker.engine), dest, [], settings)
-    assert [r.status for r in results] == [Status.UNCHANGED] * count
+    assert [r.status for r in results] == [SyncStatus.UNCHANGED] * count
     assert len(seen) <= 3 * count + 1, seen
     assert not [path for _, path in seen if "/blobs/" in path]
 
@@ -169,7 +169,7 @@ def test_no_change_sync_costs_a_fixed_number_of_requests_per_image(
     source = plain_client(registry.host, session=source_session)
     dest = tls_client(tls_registry, session=dest_session)
     results = sync(RegistrySource(source), dest, [], settings)
-    assert [r.status for r in results] == [Status.UNCHANGED] * count
+    assert [r.status for r in results] == [SyncStatus.UNCHANGED] * count
     assert len(dest_seen) <= 3 * count + 2, dest_seen
     assert len(source_seen) <= count + 1, source_seen
     assert not [path for _, path in dest_seen + source_seen if "/blobs/" in path]

@@ -31,9 +31,17 @@ pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("kiln-build", "kiln-registry")
 # What a fresh clone does not have: a copy of the checkout leaves these out.
-NOT_IN_A_CLONE = shutil.ignore_patterns(
-    ".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", "*.py[cod]",
-    ".pytest_cache", ".hypothesis", "kiln-work")
+_ANYWHERE = shutil.ignore_patterns(
+    ".git", ".venv", ".tox", "*.egg-info", "__pycache__", "*.py[cod]", ".pytest_cache",
+    ".hypothesis")
+_AT_THE_TOP = {"build", "dist", "kiln-work"}     # as .gitignore has them: /build/ ...
+
+
+def NOT_IN_A_CLONE(directory: str, names: list[str]) -> set[str]:
+    ignored = set(_ANYWHERE(directory, names))
+    if Path(directory) == ROOT:
+        ignored |= _AT_THE_TOP & set(names)
+    return ignored
 # Variables that could make the new environment import something else.
 FOREIGN_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE",
                      "VIRTUAL_ENV", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")

@@ -8,9 +8,9 @@ import stat
 import git
 import pytest
 
-from builder.context import FIXED_MTIME, locked_work_dir, prepare_work_dir, write_context
+from builder.build.context import FIXED_MTIME, locked_work_dir, prepare_work_dir, write_context
+from builder.build.prepare import layer_info
 from builder.errors import ContextFileError, WorkDirBusy
-from builder.prepare import layer_info
 from builder.templating.layers import Layer
 from builder.templating.render import RenderedImage
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.imagefiles import ImageFiles, NeedsContainer, scan_packages
+from builder.build.imagefiles import ImageFiles, NeedsContainer, scan_packages
 
 DPKG_STATUS = textwrap.dedent("""\
     Package: libc6

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from builder.engine.base import label_instruction
+from builder.engines.base import label_instruction
 
 
 def test_every_label_in_one_instruction_quoted_and_escaped():

@@ -9,7 +9,7 @@ import pytest
 
 # Modules below the command line: none of them may pull in oslo.config (or the CLI).
 BELOW_THE_CLI = ("builder.settings", "builder.graph.dag", "builder.graph.selection",
-                 "builder.templating.render", "builder.plan", "builder.prepare",
+                 "builder.templating.render", "builder.plan", "builder.build.prepare",
                  "builder.templating.kolla.api", "builder.publish.sync",
                  "builder.registry.client")
 

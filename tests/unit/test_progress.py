@@ -7,8 +7,8 @@ import re
 
 from rich.console import Console
 
+from builder.build.scheduler import Status
 from builder.output.progress import LiveProgress, PlainProgress, make_progress
-from builder.scheduler import Status
 
 
 def test_plain_lines_are_timestamped_and_quiet_keeps_failures():

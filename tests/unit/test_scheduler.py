@@ -9,7 +9,7 @@ import time
 import networkx as nx
 import pytest
 
-from builder.scheduler import Scheduler, SchedulerOptions, Status, WorkResult, priorities
+from builder.build.scheduler import Scheduler, SchedulerOptions, Status, WorkResult, priorities
 
 
 def dag(*edges, nodes=()):
@@ -207,7 +207,7 @@ def test_build_status_survives_push():
 
 
 def test_durations_history_round_trip(tmp_path):
-    from builder.durations import load_durations, save_durations
+    from builder.build.durations import load_durations, save_durations
     path = tmp_path / "d.json"
     assert load_durations(path) == {}
     save_durations(path, {"kiln/a": 12.3456})
@@ -440,15 +440,15 @@ def test_an_unexpected_worker_error_is_a_reason_and_its_traceback_is_logged(capl
         raise ZeroDivisionError("division by zero")
 
     graph = dag(nodes=["x"])
-    logger = logging.getLogger("builder.scheduler")
+    logger = logging.getLogger("builder.build.scheduler")
     logger.addHandler(caplog.handler)     # "builder" may not propagate (the CLI's setup)
-    caplog.set_level(logging.DEBUG, logger="builder.scheduler")
+    caplog.set_level(logging.DEBUG, logger="builder.build.scheduler")
     try:
         outcome = fake_scheduler(graph, broken, FakeClock()).run()["x"]
     finally:
         logger.removeHandler(caplog.handler)
     assert outcome.status is Status.FAILED
     assert outcome.reason == "ZeroDivisionError: division by zero"
-    records = [r for r in caplog.records if r.name == "builder.scheduler"]
+    records = [r for r in caplog.records if r.name == "builder.build.scheduler"]
     assert records and records[0].exc_info is not None
     assert records[0].levelno == logging.DEBUG

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from builder.build.labels import FINGERPRINT, PACKAGES, PACKAGES_SCAN
 from builder.errors import KilnError
-from builder.manifest import FINGERPRINT, PACKAGES, PACKAGES_SCAN
 from builder.security.find import (
     MATCH,
     NO_MATCH,

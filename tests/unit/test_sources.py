@@ -24,10 +24,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from builder.build.sources.archive import FIXED_MTIME
+from builder.build.sources.fetch import prepare_source
+from builder.build.sources.spec import PreparedSource, SourceSpec, parse_source
 from builder.errors import KilnError, SourceError, scrub_url
-from builder.sources.archive import FIXED_MTIME
-from builder.sources.fetch import prepare_source
-from builder.sources.spec import PreparedSource, SourceSpec, parse_source
 
 SECRET = "s3cr3t-pa55"
 

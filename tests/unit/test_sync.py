@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from builder.build.labels import FINGERPRINT
 from builder.errors import Cancelled, ConfigError, KilnError, SyncError
-from builder.manifest import FINGERPRINT
 from builder.publish.origins import SourceImage
 from builder.publish.output import output_document, to_yaml
 from builder.publish.promote import plan_promote, promote
 from builder.publish.revisions import SetNaming, family, revision_number, revisions, select_names
 from builder.publish.sync import (
     Action,
-    Status,
     SyncSettings,
+    SyncStatus,
     execute,
     plan_image,
     sync,
@@ -204,7 +204,7 @@ def test_floating_tag_behind_the_newest_revision_is_moved():
     result = plan(dest, two)
     assert (result.action, result.target) == (Action.MOVE, "ocata-2")
     outcome = execute(result, None, FakeSource({}), dest, settings())
-    assert outcome.status is Status.MOVED and dest.tags["ocata"] is two
+    assert outcome.status is SyncStatus.MOVED and dest.tags["ocata"] is two
 
 
 def test_tags_that_are_not_revisions_are_refused_unless_forced():
@@ -253,7 +253,7 @@ def test_a_revision_is_complete_before_the_floating_tag_moves():
                      dest.tags["ocata"].fingerprint))
 
     result = sync_image(source, dest, "nova", settings(), after_revision)
-    assert result.status is Status.PUSHED and result.reference.endswith("nova:ocata-2")
+    assert result.status is SyncStatus.PUSHED and result.reference.endswith("nova:ocata-2")
     assert seen == [("ocata-2", "fp2", "fp1")]
     assert dest.puts == [("ocata-2", "push"), ("ocata", dest.tags["ocata-2"].digest)]
 
@@ -262,12 +262,12 @@ def test_dry_run_changes_nothing_and_failures_are_results():
     dest = FakeRegistry({"ocata-1": image("fp1"), "ocata": image("fp1")})
     source = FakeSource({"nova": image("fp2")})
     result = sync_image(source, dest, "nova", settings(dry_run=True))
-    assert result.status is Status.PLANNED and result.plan.target == "ocata-2"
+    assert result.status is SyncStatus.PLANNED and result.plan.target == "ocata-2"
     assert dest.puts == []
     failed = sync_image(FakeSource({"nova": image(None)}), dest, "nova", settings())
-    assert failed.status is Status.FAILED and "kiln.fingerprint" in failed.error
+    assert failed.status is SyncStatus.FAILED and "kiln.fingerprint" in failed.error
     skipped = sync_image(FakeSource({}), dest, "nova", settings())
-    assert skipped.status is Status.SKIPPED
+    assert skipped.status is SyncStatus.SKIPPED
 
 
 # -- promote ------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def test_a_cancelled_sync_starts_nothing_and_finishes_complete_revisions():
                         during_publish=lambda name, event: event.set())
     results = sync(source, dest, [], settings(threads=1), cancel=cancel)
     assert [(r.image, r.status) for r in results] == [
-        ("glance", Status.PUSHED), ("heat", Status.STOPPED), ("nova", Status.STOPPED)]
+        ("glance", SyncStatus.PUSHED), ("heat", SyncStatus.STOPPED), ("nova", SyncStatus.STOPPED)]
     assert results[1].error == "interrupted before it started"
     assert dest.tags["ocata"].fingerprint == "fp3"
     document = output_document(results, "registry.test", settings())
@@ -339,7 +339,7 @@ def test_an_interrupted_publication_leaves_the_floating_tag_alone():
     dest = FakeRegistry({"ocata-1": one, "ocata": one})
     result = sync_image(FakeSource({"nova": image("fp2")}, during_publish=stopped), dest,
                         "nova", settings(), cancel=cancel)
-    assert result.status is Status.STOPPED and "y was not written" in result.error
+    assert result.status is SyncStatus.STOPPED and "y was not written" in result.error
     assert dest.puts == [] and dest.tags["ocata"] is one
 
     # an engine push that Ctrl-C broke: stopped, not failed; T not moved
@@ -350,7 +350,7 @@ def test_an_interrupted_publication_leaves_the_floating_tag_alone():
     cancel.clear()
     result = sync_image(FakeSource({"nova": image("fp2")}, during_publish=broken), dest,
                         "nova", settings(), cancel=cancel)
-    assert result.status is Status.STOPPED
+    assert result.status is SyncStatus.STOPPED
     assert result.error.startswith("interrupted while pushing registry.test/kolla/nova:ocata-2")
     assert result.error.endswith("ocata was not moved")
     assert dest.puts == [] and dest.tags["ocata"] is one
@@ -359,7 +359,7 @@ def test_an_interrupted_publication_leaves_the_floating_tag_alone():
     moved = FakeRegistry({"ocata-1": one, "ocata-2": image("fp2"), "ocata": one})
     cancel.set()
     assert sync_image(FakeSource({"nova": image("fp2")}), moved, "nova", settings(),
-                      cancel=cancel).status is Status.STOPPED
+                      cancel=cancel).status is SyncStatus.STOPPED
     assert moved.puts == []
 
 

@@ -1,6 +1,6 @@
 """The podman engine, through the ``podman`` command.
 
-Every operation is one ``podman`` command (see :mod:`builder.engine.cli` for
+Every operation is one ``podman`` command (see :mod:`builder.engines.tool` for
 how they are run, streamed and stopped). Images live in podman's own store
 (containers-storage, shared with buildah), not in Docker's. With
 ``EngineOptions.base_url`` (e.g. ``unix:///run/podman/podman.sock``) every
@@ -23,14 +23,16 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from builder.engine.base import EngineError, ImageInfo, MissingExecutable, missing_executable
-from builder.engine.cli import (
+from builder.engines.base import EngineError, ImageInfo, MissingExecutable, missing_executable
+from builder.engines.process import (
     Completed,
-    ImageToolEngine,
     Tool,
+    last_lines,
+)
+from builder.engines.tool import (
+    ImageToolEngine,
     familiar,
     full_id,
-    last_lines,
     network_args,
     not_known,
 )

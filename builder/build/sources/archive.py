@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from builder.sources.spec import SourceSpec, source_error
+from builder.build.sources.spec import SourceSpec, source_error
 
 FIXED_MTIME = 946684800  # 2000-01-01T00:00:00Z: every archive member and context file
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

@@ -28,18 +28,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.errors import SourceError, scrub_url
-from builder.sources.archive import file_sha256
-from builder.sources.git import prepare_git
-from builder.sources.local import prepare_local
-from builder.sources.spec import (
+from builder.build.sources.archive import file_sha256
+from builder.build.sources.git import prepare_git
+from builder.build.sources.local import prepare_local
+from builder.build.sources.spec import (
     SOURCE_TYPES,
     PreparedSource,
     SourceSpec,
     check_name,
     source_error,
 )
-from builder.sources.url import prepare_url
+from builder.build.sources.url import prepare_url
+from builder.errors import SourceError, scrub_url
 
 # --------------------------------------------------------------------------- entry point
 

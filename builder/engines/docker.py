@@ -22,7 +22,8 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from builder.engine.base import (
+from builder.build.imagefiles import ImageFiles, path_of, readable_layers
+from builder.engines.base import (
     BuildRequest,
     Engine,
     EngineError,
@@ -33,7 +34,6 @@ from builder.engine.base import (
     missing_executable,
 )
 from builder.errors import BuildError
-from builder.imagefiles import ImageFiles, path_of, readable_layers
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 TAIL_LINES = 20

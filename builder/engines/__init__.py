@@ -1,6 +1,6 @@
 """Container engine backends.
 
-An engine is an :class:`~builder.engine.base.Engine`. Backends register under
+An engine is an :class:`~builder.engines.base.Engine`. Backends register under
 the entry-point group ``kiln.engines`` (kiln's own: docker, podman, buildah),
 so another package can add one; :func:`load_engine` picks one by name. Only
 the modules of this package import an engine SDK or run engine commands.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from builder.engine.base import Engine, EngineOptions
+from builder.engines.base import Engine, EngineOptions
 from builder.errors import ConfigError
 
 GROUP = "kiln.engines"

@@ -9,15 +9,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.manifest import (
+from builder.build.labels import (
     ImageInputs,
     digest_tree,
     fingerprint,
     parse_packages,
     public_build_args,
 )
+from builder.build.sources.spec import PreparedSource
 from builder.publish.compare import diff_images, is_empty
-from builder.sources.spec import PreparedSource
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_./0123456789", min_size=1, max_size=12)
 values = st.text(min_size=0, max_size=16)

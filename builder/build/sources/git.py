@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from builder.build.sources.archive import Entry, write_archive
+from builder.build.sources.spec import SourceSpec, source_error
+from builder.build.sources.url import split_credentials
 from builder.errors import scrub_url
-from builder.sources.archive import Entry, write_archive
-from builder.sources.spec import SourceSpec, source_error
-from builder.sources.url import split_credentials
 
 if TYPE_CHECKING:
     import git

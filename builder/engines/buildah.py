@@ -1,7 +1,7 @@
 """The buildah engine, through the ``buildah`` command (as TripleO builds).
 
 Every operation is one or a few ``buildah`` commands (see
-:mod:`builder.engine.cli` for how they are run, streamed and stopped). Images
+:mod:`builder.engines.tool` for how they are run, streamed and stopped). Images
 live in containers-storage, the store podman uses too. buildah has no daemon
 and no remote mode, so ``EngineOptions.base_url`` cannot be used with it.
 
@@ -21,12 +21,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from builder.engine.base import EngineError, ImageInfo, MissingExecutable, missing_executable
-from builder.engine.cli import (
+from builder.engines.base import EngineError, ImageInfo, MissingExecutable, missing_executable
+from builder.engines.process import (
+    last_lines,
+)
+from builder.engines.tool import (
     ImageToolEngine,
     familiar,
     full_id,
-    last_lines,
     network_args,
     not_known,
     repo_digests,

@@ -28,16 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from builder.engine.base import (
-    BuildRequest,
-    Engine,
-    EngineError,
-    ImageInfo,
-    MissingExecutable,
-)
-from builder.errors import KilnError, scrub_url
-from builder.imagefiles import NeedsContainer, scan_packages
-from builder.manifest import (
+from builder.build.imagefiles import NeedsContainer, scan_packages
+from builder.build.labels import (
     FINGERPRINT,
     MANIFEST,
     NO_SHELL,
@@ -50,8 +42,16 @@ from builder.manifest import (
     parse_packages,
     scan_finished,
 )
-from builder.prepare import PreparedImage
-from builder.scheduler import Status, WorkResult
+from builder.build.prepare import PreparedImage
+from builder.build.scheduler import Status, WorkResult
+from builder.engines.base import (
+    BuildRequest,
+    Engine,
+    EngineError,
+    ImageInfo,
+    MissingExecutable,
+)
+from builder.errors import BuildCancelled, KilnError, ScanError, scrub_url
 from builder.settings import RunOptions
 
 LOG = logging.getLogger(__name__)
@@ -94,14 +94,6 @@ def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
             break
         index.setdefault(fp, []).append(info)
     return {fp: tuple(infos) for fp, infos in index.items()}
-
-
-class Cancelled(KilnError):
-    """The run was interrupted while this image was building."""
-
-
-class ScanError(KilnError):
-    """The package scan of a built image failed; the image is not complete."""
 
 
 class ImageBuilder:
@@ -211,7 +203,7 @@ class ImageBuilder:
     @staticmethod
     def _check(cancel: threading.Event, name: str) -> None:
         if cancel.is_set():
-            raise Cancelled(f"image {name!r}: interrupted")
+            raise BuildCancelled(f"image {name!r}: interrupted")
 
     def _labels(self, image: PreparedImage) -> dict[str, str]:
         """The manifest and OCI labels, with the ids of the parents (built already)."""
@@ -296,7 +288,7 @@ class ImageBuilder:
                 close = getattr(iterator, "close", None)
                 if close is not None:
                     close()
-                raise Cancelled(f"image {name!r}: interrupted")
+                raise BuildCancelled(f"image {name!r}: interrupted")
 
 
 def _counts(packages: Mapping[str, Mapping[str, str]]) -> str:

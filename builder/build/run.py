@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder.build import BuildJob, ImageBuilder, reusable_images
-from builder.context import locked_work_dir, prepare_logs_dir
-from builder.durations import load_durations, save_durations
-from builder.engine import load_engine
-from builder.engine.base import Engine
+from builder.build.context import locked_work_dir, prepare_logs_dir
+from builder.build.durations import load_durations, save_durations
+from builder.build.prepare import prepare
+from builder.build.scheduler import Scheduler, SchedulerOptions, Status
+from builder.build.worker import BuildJob, ImageBuilder, reusable_images
+from builder.engines import load_engine
+from builder.engines.base import Engine
 from builder.output.progress import make_progress
 from builder.output.summary import exit_code, summarize
 from builder.plan import Plan
-from builder.prepare import prepare
-from builder.scheduler import Scheduler, SchedulerOptions, Status
 from builder.settings import BuildSettings, cache_home
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
     scheduler = Scheduler(
-        plan.graph, to_build, builder.build,
+        plan.graph, to_build, builder.build.worker,
         push=builder.push if options.push else None,
         options=SchedulerOptions(
             threads=options.threads, retries=options.retries,

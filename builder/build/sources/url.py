@@ -16,8 +16,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import IO
 
-from builder.errors import SourceError, scrub_url
-from builder.sources.archive import (
+from builder.build.sources.archive import (
     CHUNK,
     Entry,
     file_sha256,
@@ -25,7 +24,8 @@ from builder.sources.archive import (
     tar_entries,
     write_archive,
 )
-from builder.sources.spec import SourceSpec, source_error
+from builder.build.sources.spec import SourceSpec, source_error
+from builder.errors import SourceError, scrub_url
 
 # --------------------------------------------------------------------------- url
 

@@ -4,7 +4,7 @@ An engine that can show an image's root filesystem on this host (Docker's
 overlay2 layer directories, podman's and buildah's ``image mount``) hands
 :func:`scan_packages` an :class:`ImageFiles`; reading the package databases
 then costs no container. The result has the shape of
-:func:`builder.manifest.parse_packages` (``{"deb": {name: version}, ...}``).
+:func:`builder.build.labels.parse_packages` (``{"deb": {name: version}, ...}``).
 
 What is read:
 - deb: ``/var/lib/dpkg/status`` (packages whose status is ``installed``), with

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from builder.sources.archive import TAR_SUFFIXES, Entry, open_tar, tar_entries, write_archive
-from builder.sources.spec import SourceSpec, source_error
+from builder.build.sources.archive import TAR_SUFFIXES, Entry, open_tar, tar_entries, write_archive
+from builder.build.sources.spec import SourceSpec, source_error
 
 # --------------------------------------------------------------------------- local
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from builder.build.sources.archive import FIXED_MTIME
 from builder.errors import ConfigError, ContextFileError, WorkDirBusy
-from builder.sources.archive import FIXED_MTIME
 from builder.templating.layers import NotRegularFile, file_kind, read_regular
 from builder.templating.render import RenderedImage
 

@@ -11,22 +11,10 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import BuildError, KilnError
-from builder.imagefiles import ImageFiles
+from builder.build.imagefiles import ImageFiles
+from builder.errors import BuildError, EngineError, MissingExecutable, PushError
 
-
-class EngineError(KilnError):
-    """The engine cannot be reached or refused an operation."""
-
-
-class MissingExecutable(EngineError):
-    """The program a container was to run is not in its image (e.g. no /bin/sh)."""
-
-
-class PushError(KilnError):
-    """Pushing an image to a registry failed."""
-
-    exit_code = 1
+__all__ = ["EngineError", "MissingExecutable", "PushError"]     # kept importable from here
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.context import write_context
-from builder.engine.base import Engine
-from builder.errors import KilnError, scrub_url
-from builder.manifest import (
+from builder.build.context import write_context
+from builder.build.labels import (
     FINGERPRINT,
     PROXY_ARGS,
     ImageInputs,
@@ -29,11 +27,13 @@ from builder.manifest import (
     oci_labels,
     public_build_args,
 )
+from builder.build.sources.fetch import prepare_source
+from builder.build.sources.spec import PreparedSource
+from builder.engines.base import Engine
+from builder.errors import KilnError, scrub_url
 from builder.naming import ImageNaming
 from builder.plan import Plan
 from builder.settings import CA_BUNDLE_NAME, BuildSettings
-from builder.sources.fetch import prepare_source
-from builder.sources.spec import PreparedSource
 from builder.templating.layers import Layer
 
 LOG = logging.getLogger(__name__)

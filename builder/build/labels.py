@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import __version__
+from builder.build.sources.spec import PreparedSource
 from builder.errors import scrub_url
-from builder.sources.spec import PreparedSource
 
 SCHEME = 1
 FINGERPRINT = "kiln.fingerprint"
@@ -185,7 +185,7 @@ def is_complete(labels: Mapping[str, str], fingerprint: str | None = None) -> bo
 
 
 # Run inside a built image (by /bin/sh, with no network) when its packages
-# cannot be read from its files (builder.imagefiles): prints
+# cannot be read from its files (builder.build.imagefiles): prints
 # "<kind> <name> <version>" per package, then SCAN_END: output without it
 # comes from a scan that did not run to its end.
 SCAN_END = "kiln-package-scan-end"

@@ -1,0 +1,1 @@
+"""The build half: contexts, sources, labels, the scheduler and its workers, one run."""
