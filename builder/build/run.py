@@ -65,7 +65,7 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
     scheduler = Scheduler(
-        plan.graph, to_build, builder.build.worker,
+        plan.graph, to_build, builder.build,
         push=builder.push if options.push else None,
         options=SchedulerOptions(
             threads=options.threads, retries=options.retries,
