@@ -1,7 +1,10 @@
-"""Shared helpers: run kiln-build in-process and build template trees on disk."""
+"""Shared helpers: run kiln-build and kiln-registry in-process, build template trees on disk."""
 
 from __future__ import annotations
 
+import io
+import socket
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli.build import main as build_main
+from builder.cli.registry import main as registry_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAMILY = FIXTURES / "family"
@@ -48,6 +52,26 @@ def kiln(capsys):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def kiln_registry(capsys, monkeypatch):
+    """``kiln_registry(*args, stdin=None)`` -> Result(code, out, err)."""
+
+    def run(*args, stdin: str | None = None) -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        code = registry_main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def error_line(result: Result) -> str:

@@ -1,5 +1,7 @@
-"""Build contexts on disk: ``<work-dir>/<image>/Dockerfile`` and the image's files;
-the work dir's lock, and the logs dir (never inside a build context).
+"""Build contexts on disk, the work dir's lock, and the logs dir.
+
+A context is ``<work-dir>/<image>/Dockerfile`` and the image's files; the logs
+dir is never inside a build context.
 
 Every file and directory written gets the same fixed mtime and a normalised
 mode, so the same inputs always give byte-identical contexts (and an engine's

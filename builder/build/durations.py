@@ -1,5 +1,8 @@
-"""Build durations remembered between runs, so the scheduler can put the
-longest remaining chain first by time rather than by image count."""
+"""Build durations remembered between runs, for the scheduler's priorities.
+
+With them the scheduler puts the longest remaining chain first by time rather
+than by image count.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""The image graph: a networkx DAG with an edge parent -> child for every
-reference a rendered Dockerfile makes to another image of the set (FROM of any
-stage, COPY --from, RUN --mount from=). An image may have several parents;
-other references are its external bases (node attribute ``bases``).
+"""The image graph: a networkx DAG of the set's images, parent -> child.
+
+There is an edge for every reference a rendered Dockerfile makes to another
+image of the set (FROM of any stage, COPY --from, RUN --mount from=). An image
+may have several parents; other references are its external bases (node
+attribute ``bases``).
 """
 
 from __future__ import annotations

@@ -9,12 +9,9 @@ builder reads it: parser directives, line continuations, comments, heredocs,
 quoting and the ``ARG`` substitution rules all decide which text is an
 instruction and what an image reference expands to.
 
-Two levels are offered:
-
-* :func:`iter_instructions` turns text into :class:`Instruction` records (one
-  per logical line, heredoc bodies skipped) without interpreting them;
-* :func:`parse_dockerfile` interprets ``ARG``, ``FROM``, ``COPY``, ``ADD`` and
-  ``RUN`` to give the stages and the external image uses.
+:func:`parse_dockerfile` turns the text into :class:`Instruction` records (one
+per logical line, heredoc bodies skipped), then interprets ``ARG``, ``FROM``,
+``COPY``, ``ADD`` and ``RUN`` to give the stages and the external image uses.
 """
 
 from __future__ import annotations
@@ -32,9 +29,7 @@ __all__ = [
     "Instruction",
     "ParsedDockerfile",
     "Stage",
-    "iter_instructions",
     "parse_dockerfile",
-    "read_directives",
 ]
 
 _DEFAULT_ESCAPE = "\\"
@@ -110,29 +105,10 @@ class ParsedDockerfile:
     uses: tuple[ImageUse, ...]
     args: tuple[str, ...] = ()   # every ARG name declared anywhere, sorted
 
-    def external_refs(self) -> tuple[str, ...]:
-        """The distinct refs of :attr:`uses`, in order of first appearance."""
-        return tuple(dict.fromkeys(use.ref for use in self.uses))
-
 
 # --------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------
-
-def read_directives(text: str, path: str = "Dockerfile") -> dict[str, str]:
-    """The parser directives at the top of ``text`` (``syntax``, ``escape``, ``check``)."""
-    return {name: value for name, (value, _) in _read_directives(_physical_lines(text),
-                                                                  path).items()}
-
-
-def iter_instructions(text: str, path: str = "Dockerfile") -> Iterator[Instruction]:
-    """The instructions of ``text`` in order; comments and heredoc bodies are skipped.
-
-    Directive errors are raised at once, other errors while iterating.
-    """
-    lines = _physical_lines(text)
-    return _instructions(lines, _escape_token(lines, path), path)
-
 
 def parse_dockerfile(text: str, path: str = "Dockerfile",
                      build_args: Mapping[str, str] | None = None) -> ParsedDockerfile:

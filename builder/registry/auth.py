@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit
 
 from builder.errors import ConfigError, RegistryError
 
+DOCKER_HUB = "registry-1.docker.io"
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 TOKEN_LIFETIME = 60              # seconds, when the token service does not say
 LOGIN_HINT = "give credentials with --username and --password-stdin, or run docker login"
@@ -21,13 +22,13 @@ LOGIN_HINT = "give credentials with --username and --password-stdin, or run dock
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
 
 
+# -- credentials -----------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
     password: str = field(repr=False)
 
-
-# -- credentials -----------------------------------------------------------------
 
 def docker_config_path() -> Path:
     """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
@@ -125,7 +126,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return "bearer", params
 
 
-# -- the client --------------------------------------------------------------------
+# -- challenges and tokens (the client's auth layer) -------------------------------
 
 class Authenticating:
     """The authentication layer of :class:`RegistryClient`: it answers Basic and Bearer
@@ -249,8 +250,8 @@ class Authenticating:
                              f"({source})", registry=self.host,
                              hint="check the user name and password, and the user's rights")
 
-DOCKER_HUB = "registry-1.docker.io"
 
+# -- retries (the HTTP layer's; token requests raise them too) ------------------
 
 class Transient(Exception):
     """A failure worth another try: an answer 5xx or 429, or a broken connection."""

@@ -190,11 +190,6 @@ class RegistryClient(HttpClient):
             seen.add(url)
         return sorted(set(repositories))
 
-    def put_manifest(self, repository: str, reference: str, data: bytes,
-                     media_type: str) -> str:
-        """Upload manifest bytes as they are under a tag or digest; return their digest."""
-        return self._put_manifest(repository, reference, data, media_type)
-
     def put_tag(self, repository: str, source_reference: str, tag: str) -> str:
         """Give the manifest a tag or digest names another tag (same bytes, same digest)."""
         check_tag_or_digest(self.host, repository, tag)
@@ -207,14 +202,6 @@ class RegistryClient(HttpClient):
                                 f"as {tag!r}: no such image", registry=self.host,
                                 repository=repository)
         return self._put_manifest(repository, tag, found.data, found.media_type)
-
-    def blob_exists(self, repository: str, digest: str) -> bool:
-        """Whether the repository holds a blob (one HEAD request)."""
-        check_repository(self.host, repository)
-        if not is_digest(digest):
-            raise RegistryError(f"{digest!r} is not a sha256/sha512 digest",
-                                registry=self.host, repository=repository)
-        return self._blob_exists(repository, digest, pull_scope(repository))
 
     # -- manifests and blobs -------------------------------------------------------
 

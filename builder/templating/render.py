@@ -299,12 +299,7 @@ class Renderer:
                    ) -> dict[str, RenderedImage]:
         images = self._templates.images
         selected = sorted(images) if names is None else sorted(names)
-        # Rendering makes many objects and no reference cycles worth collecting
-        # mid-way (an image's own templates are released once it is rendered);
-        # the cyclic collector's passes over a growing heap would make large
-        # sets slower than linear. Nothing references the Renderer (image_ref
-        # is not a bound method), so a dropped Renderer is freed at once and
-        # its environment's cycles are collected while still young.
+        # No cyclic GC while rendering: it keeps large sets linear (benchmarks/render.py).
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -15,8 +15,9 @@ import pytest
 import builder
 from builder.cli import options
 from builder.plan import make_plan
-from tests.conftest import DOWNSTREAM, FAMILY, OVERRIDES
+from tests.conftest import DOWNSTREAM, FAMILY, FIXTURES, OVERRIDES
 
+BUILDSET = FIXTURES / "buildset"     # tests/integration's set (it needs --template-var)
 FAMILY_ORDER = ["base", "python-base", "keystone-base", "keystone-api",
                 "openstacksdk", "diskimage-builder", "wheels", "runtime"]
 
@@ -466,3 +467,23 @@ def test_a_build_arg_naming_an_image_missing_from_the_set_is_one_error(kiln, tre
     assert "image 'app' uses kiln/ghost:latest, but the template set has no image 'ghost'" \
         in _error_line(result)
     assert "Traceback" not in result.err
+
+
+# ---- the engine: one clear error before any build -----------------------------------
+
+def test_unreachable_engine_is_one_clear_error(kiln, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = kiln("--templates-dir", BUILDSET, "--template-var", "busybox=x",
+                  "--template-var", "port=1", "^base$", "--work-dir", tmp_path / "w")
+    assert result.code == 2
+    errors = [line for line in result.err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "cannot reach the Docker engine" in errors[0]
+
+
+def test_unknown_engine_lists_available(kiln):
+    result = kiln("--templates-dir", BUILDSET, "--template-var", "busybox=x",
+                  "--template-var", "port=1", "--engine", "nonesuch")
+    assert result.code == 2
+    assert "--engine 'nonesuch' is not a known engine (available: " in result.err
+    assert "docker" in result.err
+

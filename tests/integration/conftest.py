@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ import pytest
 from builder.engines.base import BuildRequest, EngineError, EngineOptions
 from builder.engines.docker import DockerEngine
 from builder.errors import BuildError
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, free_port
 
 BUSYBOX_REF = "kiln-test/busybox:latest"
 BUSYBOX_DOCKERFILE = """\
@@ -97,11 +96,14 @@ class Registry:
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    def put_manifest(self, repository: str, reference: str, data: bytes,
+                     media_type: str) -> str:
+        """Upload manifest bytes as they are (e.g. an index made by a test); their digest."""
+        request = urllib.request.Request(f"{self.url}/v2/{repository}/manifests/{reference}",
+                                         data=data, method="PUT",
+                                         headers={"Content-Type": media_type})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers["Docker-Content-Digest"]
 
 
 REGISTRY_CONFIG = """\

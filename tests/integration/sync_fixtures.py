@@ -1,10 +1,11 @@
-"""Fixtures for kiln-registry sync tests: small fingerprinted images and a CLI runner.
+"""Fixtures for kiln-registry sync tests: small fingerprinted images and a slow proxy.
+
+(``kiln_registry``, the in-process CLI runner, is in tests/conftest.py.)
 
 - ``image_maker``: builds tiny busybox-based images stamped with a chosen
   ``kiln.fingerprint`` (as kiln-build would stamp them) in a unique namespace,
   removed after the test. Much faster than a kiln-build run, and the
   fingerprint is under the test's control.
-- ``kiln_registry``: runs ``kiln-registry`` in-process; returns (code, out, err).
 - ``slow_proxy``: a proxy in front of the plain registry that slows blob
   uploads and notes every manifest put, to interrupt a sync mid-run.
 """
@@ -12,9 +13,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +23,11 @@ from pathlib import Path
 import pytest
 
 from builder.build.labels import FINGERPRINT, MANIFEST
-from builder.cli.registry import main as registry_main
 from builder.engines.base import BuildRequest, EngineError, ImageInfo
 from builder.engines.docker import DockerEngine
 from builder.registry.auth import Credentials
 from builder.registry.client import RegistryClient
 from builder.registry.http import RegistryOptions
-from tests.conftest import Result
 from tests.integration.conftest import TestImages
 from tests.integration.registry_fixtures import PASSWORD, USERNAME, FaultProxy
 
@@ -89,19 +86,6 @@ def image_maker(docker_engine, busybox_base, cleanup_images, tmp_path) -> Iterat
             docker_engine.remove(info.id)
         except EngineError:
             pass
-
-
-@pytest.fixture
-def kiln_registry(capsys, monkeypatch):
-    """``kiln_registry(*args, stdin=None)`` -> Result(code, out, err)."""
-
-    def run(*args, stdin: str | None = None) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        code = registry_main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture(autouse=True)

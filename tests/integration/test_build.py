@@ -241,19 +241,3 @@ def test_interrupt_stops_cleanly_and_writes_summary(busybox_base, docker_engine,
     assert "Traceback" not in err
 
 
-def test_unreachable_engine_is_one_clear_error(kiln, monkeypatch, tmp_path):
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    result = kiln("--templates-dir", BUILDSET, "--template-var", "busybox=x",
-                  "--template-var", "port=1", "^base$", "--work-dir", tmp_path / "w")
-    assert result.code == 2
-    errors = [line for line in result.err.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and "cannot reach the Docker engine" in errors[0]
-
-
-def test_unknown_engine_lists_available(kiln):
-    result = kiln("--templates-dir", BUILDSET, "--template-var", "busybox=x",
-                  "--template-var", "port=1", "--engine", "nonesuch")
-    assert result.code == 2
-    assert "--engine 'nonesuch' is not a known engine (available: " in result.err
-    assert "docker" in result.err
-

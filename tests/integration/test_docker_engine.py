@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.engines import load_engine
-from builder.engines.base import BuildRequest, EngineError, EngineOptions, PushError
-from builder.engines.docker import DockerEngine, split_reference
+from builder.engines.base import BuildRequest, EngineError, PushError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -31,28 +29,6 @@ def unique_image(docker_engine, busybox_base, cleanup_images, tmp_path):
           f"FROM {busybox_base}\nLABEL kiln.test.unique={cleanup_images.namespace}\n"
           f"RUN echo {cleanup_images.namespace} > /unique\n", [ref])
     return ref
-
-
-def test_load_engine_by_name():
-    assert isinstance(load_engine("docker"), DockerEngine)
-
-
-@pytest.mark.parametrize("ref, expected", [
-    ("base", ("base", None, None)),
-    ("kiln/base:1.0", ("kiln/base", "1.0", None)),
-    ("127.0.0.1:5000/kiln/base", ("127.0.0.1:5000/kiln/base", None, None)),
-    ("127.0.0.1:5000/kiln/base:1.0", ("127.0.0.1:5000/kiln/base", "1.0", None)),
-    ("reg:5000/base@sha256:abc", ("reg:5000/base", None, "sha256:abc")),
-    ("reg:5000/base:1@sha256:abc", ("reg:5000/base", "1", "sha256:abc")),
-])
-def test_split_reference(ref, expected):
-    assert split_reference(ref) == expected
-
-
-def test_build_with_unreachable_engine_raises_engine_error(tmp_path):
-    engine = DockerEngine(EngineOptions(base_url="unix:///nonexistent.sock"))
-    with pytest.raises(EngineError, match="cannot reach the Docker engine"):
-        build(engine, tmp_path / "x", "FROM scratch\n", ["kiln-test-none/x:1"])
 
 
 def test_push_output_is_compact_and_records_the_repo_digest(docker_engine, unique_image,
@@ -93,9 +69,3 @@ def test_remove_refuses_an_image_in_use_without_force(docker_engine, busybox_bas
         docker_engine.remove(image_id)
 
 
-def test_ping_bogus_endpoint():
-    engine = DockerEngine(EngineOptions(base_url="unix:///nonexistent.sock"))
-    with pytest.raises(EngineError) as caught:
-        engine.ping()
-    assert str(caught.value) == ("cannot reach the Docker engine at unix:///nonexistent.sock: "
-                                 "no such file or directory (is dockerd running?)")

@@ -18,7 +18,6 @@ from tests.integration import registry_fixtures, security_fixtures, sync_fixture
 from tests.integration.sync_fixtures import plain_client
 
 fault_proxy = registry_fixtures.fault_proxy
-kiln_registry = sync_fixtures.kiln_registry
 no_docker_login = sync_fixtures.no_docker_login
 packaged = security_fixtures.packaged
 
@@ -174,25 +173,3 @@ def test_find_local_images(published, kiln_registry, docker_engine):
     assert nothing.code == 2 and "no image stamped by kiln-build" in nothing.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["less<<1", "--local"], "invalid package constraint 'less<<1': unknown operator '<<'"),
-    (["deb:less<1:", "--local"], "is not a Debian version"),
-    (["", "--local"], "the package constraint is empty"),
-    (["less", "--local", "--image", "x"], "--image names images of a registry"),
-    (["less", "--registry", "no/such"], "must be given as host or host:port"),
-])
-def test_bad_input_is_one_line_and_exit_2(kiln_registry, args, message):
-    result = kiln_registry("find", *args)
-    assert result.code == 2, result.out + result.err
-    assert message in result.err
-    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
-    assert result.out == ""
-
-
-@pytest.mark.parametrize("args", [["less", "--local", "--format", "yaml"],
-                                  ["less"],
-                                  ["less", "--local", "--registry", "127.0.0.1:1"]])
-def test_bad_options_exit_2(kiln_registry, args):
-    result = kiln_registry("find", *args)
-    assert result.code == 2, result.out + result.err
-    assert "Traceback" not in result.err and result.out == ""

@@ -9,14 +9,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import DockerfileError
+from builder.graph import dockerfile
 from builder.graph.dockerfile import (
     ImageUse,
     Instruction,
     ParsedDockerfile,
     Stage,
-    iter_instructions,
     parse_dockerfile,
-    read_directives,
 )
 
 
@@ -24,8 +23,19 @@ def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
+def iter_instructions(text: str, path: str = "Dockerfile") -> list[Instruction]:
+    """The instructions ``parse_dockerfile`` reads from ``text`` (its first step), in order.
+
+    The reader's own steps, as ``parse_dockerfile`` calls them: the line
+    handling (continuations, comments, heredocs, directives) is tested here
+    on its own, the interpretation through ``parse_dockerfile``.
+    """
+    lines = dockerfile._physical_lines(text)
+    return list(dockerfile._instructions(lines, dockerfile._escape_token(lines, path), path))
+
+
 def instructions(text: str) -> list[Instruction]:
-    return list(iter_instructions(dedent(text), "Dockerfile"))
+    return iter_instructions(dedent(text))
 
 
 def summary(text: str) -> list[tuple[str, str, int]]:
@@ -174,12 +184,11 @@ class TestDirectives:
     def test_directive_spelling_is_flexible(self):
         text = "#\t  EsCaPe =  `  \nRUN a `\nb\n"
         assert summary(text) == [("RUN", "a b", 2)]
-        assert read_directives(text) == {"escape": "`"}
 
     def test_several_directives(self):
-        text = "# syntax=docker/dockerfile:1.7\n# escape=`\n# check=skip=all\nFROM a\n"
-        assert read_directives(text) == {
-            "syntax": "docker/dockerfile:1.7", "escape": "`", "check": "skip=all"}
+        # syntax and check are directives too: after them, escape still counts
+        text = "# syntax=docker/dockerfile:1.7\n# check=skip=all\n# escape=`\nRUN a `\nb\n"
+        assert summary(text) == [("RUN", "a b", 4)]
 
     @pytest.mark.parametrize("before", [
         "# a plain comment\n",
@@ -189,13 +198,12 @@ class TestDirectives:
     ])
     def test_directive_only_counts_at_the_very_top(self, before):
         text = before + "# escape=`\nRUN a `\nRUN b \\\nc\n"
-        assert read_directives(text) == {}
         assert [(i.keyword, i.args) for i in iter_instructions(text)][-2:] == [
             ("RUN", "a `"), ("RUN", "b c")]
 
     def test_duplicate_directive_is_an_error(self):
         with pytest.raises(DockerfileError) as info:
-            list(iter_instructions("# escape=`\n# ESCAPE=`\nFROM a\n", "x/Dockerfile"))
+            iter_instructions("# escape=`\n# ESCAPE=`\nFROM a\n", "x/Dockerfile")
         assert "only one escape" in info.value.message
         assert (info.value.path, info.value.line) == ("x/Dockerfile", 2)
 
@@ -279,7 +287,7 @@ class TestHeredocs:
 
     def test_unterminated_heredoc(self):
         with pytest.raises(DockerfileError) as info:
-            list(iter_instructions("FROM a\nRUN <<EOF\necho hi\n", "d/Dockerfile"))
+            iter_instructions("FROM a\nRUN <<EOF\necho hi\n", "d/Dockerfile")
         assert "unterminated heredoc" in info.value.message
         assert "EOF" in info.value.message
         assert (info.value.path, info.value.line) == ("d/Dockerfile", 2)
@@ -328,7 +336,6 @@ class TestStages:
         parsed = parse("FROM python:3.12-slim\nRUN pip install x\n")
         assert parsed.stages == (Stage(0, None, "python:3.12-slim", None, 1),)
         assert parsed.uses == (ImageUse("python:3.12-slim", "from", 1, 0),)
-        assert parsed.external_refs() == ("python:3.12-slim",)
 
     def test_scratch_is_not_a_use(self):
         parsed = parse("FROM scratch\nCOPY --from=scratch / /\nCOPY app /\n")
@@ -346,12 +353,12 @@ class TestStages:
             (1, "tester", "BUILDER", 2),
             (2, None, "debian:12", 3),
         ]
-        assert parsed.external_refs() == ("golang:1.22", "debian:12")
+        assert [use.ref for use in parsed.uses] == ["golang:1.22", "debian:12"]
 
     def test_from_can_only_name_an_earlier_stage(self):
         # Like the builder: "later" is not a stage yet when FROM is read, so it is an image.
         parsed = parse("FROM later AS first\nFROM alpine AS later\nFROM first\n")
-        assert parsed.external_refs() == ("later", "alpine")
+        assert [use.ref for use in parsed.uses] == ["later", "alpine"]
 
     def test_stage_naming_itself_is_an_image(self):
         assert refs("FROM node AS node\n") == [("node", "from", 1)]
@@ -618,7 +625,7 @@ class TestSourceReferences:
         text = "ARG IMG=global/img\nFROM a\nARG IMG=local/img\nARG IMG\nCOPY --from=$IMG / /\n"
         assert refs(text)[-1] == ("global/img", "copy", 5)
 
-    def test_duplicates_are_kept_in_uses_but_not_in_external_refs(self):
+    def test_duplicates_are_kept_in_uses(self):
         parsed = parse("""
             FROM base:1 AS a
             FROM base:1 AS b
@@ -628,7 +635,6 @@ class TestSourceReferences:
             """)
         assert [use.ref for use in parsed.uses] == [
             "base:1", "base:1", "tools:1", "tools:1", "base:1"]
-        assert parsed.external_refs() == ("base:1", "tools:1")
 
     @pytest.mark.parametrize("source", ["5", "2", "-1"])
     def test_index_that_does_not_exist(self, source):
@@ -655,7 +661,7 @@ class TestSourceReferences:
     def test_copy_and_mount_ignored_outside_their_instructions(self):
         text = ("FROM a\nONBUILD COPY --from=x / /\nLABEL --from=y\n"
                 "COPY <<EOF /f\nCOPY --from=z / /\nEOF\n")
-        assert parse(text).external_refs() == ("a",)
+        assert [use.ref for use in parse(text).uses] == ["a"]
 
 
 # --------------------------------------------------------------------------
@@ -750,14 +756,13 @@ class TestRealisticDockerfiles:
             ("python:3.11-slim", "from", 8, 1),
             ("ghcr.io/astral-sh/uv:0.4", "copy", 17, 1),
         ]
-        assert parsed.external_refs() == ("python:3.11-slim", "ghcr.io/astral-sh/uv:0.4")
 
     def test_windows_backtick_escape(self):
         parsed = parse_dockerfile(WINDOWS, path="win/Dockerfile")
-        assert parsed.external_refs() == (
+        assert [use.ref for use in parsed.uses] == [
             "mcr.microsoft.com/dotnet/sdk:8.0-windowsservercore-ltsc2022",
             "mcr.microsoft.com/dotnet/aspnet:8.0-nanoserver-ltsc2022",
-        )
+        ]
         assert [s.line for s in parsed.stages] == [3, 8]
         run = [i for i in iter_instructions(WINDOWS) if i.keyword == "RUN"][0]
         assert run.args == "dotnet publish -c Release     -o C:\\out"
@@ -772,8 +777,8 @@ class TestRealisticDockerfiles:
                 pip install --no-index --find-links /wheels app
             """
         parsed = parse(text, KILN_TAG="2025.1")
-        assert parsed.external_refs() == ("quay.io/acme/base:2025.1",
-                                          "quay.io/acme/wheels:2025.1")
+        assert [use.ref for use in parsed.uses] == ["quay.io/acme/base:2025.1",
+                                                    "quay.io/acme/wheels:2025.1"]
         assert [u.kind for u in parsed.uses] == ["from", "mount"]
 
 
@@ -813,6 +818,6 @@ BODY_LINES = st.sampled_from([
 def test_heredoc_bodies_never_become_instructions(body):
     text = "FROM alpine\nRUN <<EOF\n" + "".join(line + "\n" for line in body) + "EOF\nUSER app\n"
     parsed = parse_dockerfile(text)
-    assert parsed.external_refs() == ("alpine",)
+    assert [use.ref for use in parsed.uses] == ["alpine"]
     assert [(i.keyword, i.line) for i in iter_instructions(text)] == [
         ("FROM", 1), ("RUN", 2), ("USER", len(body) + 4)]

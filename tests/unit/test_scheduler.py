@@ -1,14 +1,21 @@
-"""The scheduler with fake build and push functions (no engine)."""
+"""The scheduler with fake build and push functions (no engine).
+
+Most tests run on a fake clock and an inline executor, so they need no real
+sleeps; the ones about threads (pushes beside builds, interrupts) use the real
+thread pools and wait on events, never on time.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
-import time
+from concurrent.futures import Future
 
 import networkx as nx
 import pytest
 
+from builder.build.durations import load_durations, save_durations
 from builder.build.scheduler import Scheduler, SchedulerOptions, Status, WorkResult, priorities
 
 
@@ -19,25 +26,56 @@ def dag(*edges, nodes=()):
     return graph
 
 
-class Recorder:
-    """A fake build: sleeps, records start/end, fails the names it is told to."""
+class FakeClock:
+    def __init__(self, now=100.0):
+        self.now = now
 
-    def __init__(self, fail=(), fail_times=None, delay=0.01):
+    def __call__(self):
+        return self.now
+
+
+class InlineExecutor:
+    """Runs each submitted call at once in the scheduler's thread (one worker)."""
+
+    def __init__(self, threads, prefix):
+        self.threads = threads
+
+    def submit(self, fn, *args):
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 (a fake executor hands every error back)
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def fake_scheduler(graph, build, clock=None, names=None, **kwargs):
+    """A Scheduler on ``clock`` (a new FakeClock by default) and the inline executor."""
+    return Scheduler(graph, graph.nodes if names is None else names, build,
+                     clock=clock or FakeClock(), executor=InlineExecutor, **kwargs)
+
+
+class Recorder:
+    """A fake build: takes ``delay`` seconds of the fake clock, records start/end,
+    fails the names it is told to."""
+
+    def __init__(self, fail=(), fail_times=None, delay=0.01, clock=None):
         self.fail = set(fail)
         self.fail_times = dict(fail_times or {})
         self.delay = delay
+        self.clock = clock or FakeClock()
         self.events = []
-        self.lock = threading.Lock()
 
     def __call__(self, name, cancel):
-        with self.lock:
-            self.events.append(("start", name, time.monotonic()))
-        time.sleep(self.delay)
-        with self.lock:
-            self.events.append(("end", name, time.monotonic()))
-            if self.fail_times.get(name, 0) > 0:
-                self.fail_times[name] -= 1
-                return WorkResult(False, "flaky")
+        self.events.append(("start", name, self.clock()))
+        self.clock.now += self.delay
+        self.events.append(("end", name, self.clock()))
+        if self.fail_times.get(name, 0) > 0:
+            self.fail_times[name] -= 1
+            return WorkResult(False, "flaky")
         if name in self.fail:
             return WorkResult(False, "RUN exited 1")
         return WorkResult(True, image_id=f"sha256:{name}")
@@ -52,7 +90,8 @@ class Recorder:
 def test_children_start_after_all_parents_built():
     graph = dag(("base", "a"), ("base", "b"), ("a", "multi"), ("b", "multi"))
     build = Recorder()
-    outcomes = Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=4)).run()
+    outcomes = fake_scheduler(graph, build, build.clock,
+                              options=SchedulerOptions(threads=4)).run()
     assert {o.status for o in outcomes.values()} == {Status.BUILT}
     assert build.time_of("start", "multi") >= max(build.time_of("end", "a"),
                                                   build.time_of("end", "b"))
@@ -62,7 +101,7 @@ def test_children_start_after_all_parents_built():
 def test_failure_marks_descendants_and_siblings_go_on():
     graph = dag(("base", "bad"), ("bad", "child"), ("child", "grandchild"), ("base", "good"))
     build = Recorder(fail={"bad"})
-    outcomes = Scheduler(graph, graph.nodes, build).run()
+    outcomes = fake_scheduler(graph, build).run()
     assert outcomes["bad"].status is Status.FAILED
     assert outcomes["bad"].reason == "RUN exited 1"
     assert outcomes["child"].status is Status.PARENT_FAILED
@@ -74,23 +113,22 @@ def test_failure_marks_descendants_and_siblings_go_on():
 def test_retry_that_succeeds():
     graph = dag(nodes=["flaky"])
     build = Recorder(fail_times={"flaky": 2})
-    outcome = Scheduler(graph, graph.nodes, build,
-                        options=SchedulerOptions(retries=2)).run()["flaky"]
+    outcome = fake_scheduler(graph, build, options=SchedulerOptions(retries=2)).run()["flaky"]
     assert outcome.status is Status.BUILT
     assert outcome.attempts == 3
 
 
 def test_retries_exhausted():
     graph = dag(nodes=["flaky"])
-    outcome = Scheduler(graph, graph.nodes, Recorder(fail_times={"flaky": 5}),
-                        options=SchedulerOptions(retries=1)).run()["flaky"]
+    outcome = fake_scheduler(graph, Recorder(fail_times={"flaky": 5}),
+                             options=SchedulerOptions(retries=1)).run()["flaky"]
     assert (outcome.status, outcome.attempts) == (Status.FAILED, 2)
 
 
 def test_longest_chain_goes_first():
     graph = dag(("long1", "long2"), ("long2", "long3"), nodes=["short"])
     build = Recorder()
-    Scheduler(graph, graph.nodes, build, options=SchedulerOptions(threads=1)).run()
+    fake_scheduler(graph, build, options=SchedulerOptions(threads=1)).run()
     assert build.started()[0] == "long1"
 
 
@@ -98,15 +136,15 @@ def test_estimates_change_priority():
     graph = dag(("a1", "a2"), nodes=["slow"])
     assert priorities(graph, graph.nodes, {"slow": 10})["slow"] == 10
     build = Recorder()
-    Scheduler(graph, graph.nodes, build,
-              options=SchedulerOptions(threads=1, estimates={"slow": 10})).run()
+    fake_scheduler(graph, build, options=SchedulerOptions(threads=1,
+                                                           estimates={"slow": 10})).run()
     assert build.started()[0] == "slow"
 
 
 def test_only_scheduled_names_are_built_and_waited_for():
     graph = dag(("base", "app"))
     build = Recorder()
-    outcomes = Scheduler(graph, ["app"], build).run()
+    outcomes = fake_scheduler(graph, build, names=["app"]).run()
     assert list(outcomes) == ["app"] and build.started() == ["app"]
 
 
@@ -140,8 +178,8 @@ def test_push_failure_with_retries():
         attempts[name] += 1
         return WorkResult(name == "a" and attempts[name] > 1, "registry said 500")
 
-    outcomes = Scheduler(graph, graph.nodes, lambda n, c: WorkResult(True), push=push,
-                         options=SchedulerOptions(retries=1)).run()
+    outcomes = fake_scheduler(graph, lambda n, c: WorkResult(True), push=push,
+                              options=SchedulerOptions(retries=1)).run()
     assert outcomes["a"].status is Status.PUSHED
     assert outcomes["b"].status is Status.PUSH_FAILED
     assert outcomes["b"].reason == "registry said 500"
@@ -154,7 +192,7 @@ def test_worker_exception_is_a_failure_not_a_crash():
     def build(name, cancel):
         raise RuntimeError("engine exploded")
 
-    outcomes = Scheduler(graph, graph.nodes, build).run()
+    outcomes = fake_scheduler(graph, build).run()
     assert outcomes["a"].status is Status.FAILED
     assert "engine exploded" in outcomes["a"].reason
     assert outcomes["b"].status is Status.PARENT_FAILED
@@ -188,8 +226,8 @@ def test_interrupt_stops_new_work_and_cancels_running():
 def test_events_report_progress_in_order():
     graph = dag(("a", "b"))
     events = []
-    Scheduler(graph, graph.nodes, lambda n, c: WorkResult(True),
-              on_event=lambda name, status, detail: events.append((name, status))).run()
+    fake_scheduler(graph, lambda n, c: WorkResult(True),
+                   on_event=lambda name, status, detail: events.append((name, status))).run()
     assert events == [("a", Status.BUILDING), ("a", Status.BUILT),
                       ("b", Status.BUILDING), ("b", Status.BUILT)]
 
@@ -200,14 +238,13 @@ def test_build_status_survives_push():
     def build(name, cancel):
         return WorkResult(True, status=Status.UNCHANGED if name == "old" else None)
 
-    outcomes = Scheduler(graph, graph.nodes, build, push=lambda n, c: WorkResult(True)).run()
+    outcomes = fake_scheduler(graph, build, push=lambda n, c: WorkResult(True)).run()
     assert outcomes["new"].build_status is Status.BUILT
     assert outcomes["old"].build_status is Status.UNCHANGED
     assert {o.status for o in outcomes.values()} == {Status.PUSHED}
 
 
 def test_durations_history_round_trip(tmp_path):
-    from builder.build.durations import load_durations, save_durations
     path = tmp_path / "d.json"
     assert load_durations(path) == {}
     save_durations(path, {"kiln/a": 12.3456})
@@ -218,14 +255,6 @@ def test_durations_history_round_trip(tmp_path):
 
 
 # -- interrupts (a real SIGINT to this process, as Ctrl-C sends) -------------------
-
-class FakeClock:
-    def __init__(self, now=100.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
 
 @pytest.fixture
 def sigint():
@@ -360,26 +389,6 @@ def test_build_that_ends_well_despite_the_interrupt_counts_as_built(sigint):
 
 # -- a fake clock and an inline executor: deterministic, no real sleeps -------------------
 
-class InlineExecutor:
-    """Runs each submitted call at once in the scheduler's thread (one worker)."""
-
-    def __init__(self, threads, prefix):
-        self.threads = threads
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        future = Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 (a fake executor hands every error back)
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, wait=True, cancel_futures=False):
-        pass
-
-
 class TimedBuild:
     """A fake build that takes ``durations[name]`` seconds of the fake clock."""
 
@@ -395,16 +404,11 @@ class TimedBuild:
         return WorkResult(True, image_id=f"sha256:{name}")
 
 
-def fake_scheduler(graph, build, clock, **options):
-    return Scheduler(graph, graph.nodes, build, options=SchedulerOptions(**options),
-                     clock=clock, executor=InlineExecutor)
-
-
 def test_fake_clock_durations_are_charged_exactly():
     graph = dag(("base", "a"), ("base", "b"))
     clock = FakeClock(0.0)
     build = TimedBuild(clock, {"base": 5.0, "a": 3.0, "b": 2.0})
-    outcomes = fake_scheduler(graph, build, clock, threads=1).run()
+    outcomes = fake_scheduler(graph, build, clock, options=SchedulerOptions(threads=1)).run()
     assert {name: o.duration for name, o in outcomes.items()} == {"base": 5.0, "a": 3.0,
                                                                   "b": 2.0}
     assert build.order[0] == "base"
@@ -416,7 +420,7 @@ def test_fake_clock_longest_chain_first():
     graph = dag(("base", "shallow"), ("base", "deep"), ("deep", "leaf"))
     clock = FakeClock()
     build = TimedBuild(clock, {})
-    fake_scheduler(graph, build, clock, threads=1).run()
+    fake_scheduler(graph, build, clock, options=SchedulerOptions(threads=1)).run()
     assert build.order[:2] == ["base", "deep"]
 
 
@@ -424,7 +428,8 @@ def test_fake_clock_failure_and_retries():
     graph = dag(("base", "bad"), ("bad", "child"), ("base", "good"))
     clock = FakeClock()
     build = TimedBuild(clock, {"bad": 4.0}, fail={"bad"})
-    outcomes = fake_scheduler(graph, build, clock, threads=1, retries=1).run()
+    outcomes = fake_scheduler(graph, build, clock,
+                              options=SchedulerOptions(threads=1, retries=1)).run()
     assert outcomes["bad"].status is Status.FAILED
     assert outcomes["bad"].attempts == 2
     assert outcomes["bad"].duration == 8.0
@@ -434,8 +439,6 @@ def test_fake_clock_failure_and_retries():
 
 
 def test_an_unexpected_worker_error_is_a_reason_and_its_traceback_is_logged(caplog):
-    import logging
-
     def broken(name, cancel):
         raise ZeroDivisionError("division by zero")
 

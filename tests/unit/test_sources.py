@@ -732,6 +732,45 @@ def test_url_download_is_cached_by_sha256(prepare, http):
     assert len(http.seen) == 1
 
 
+@pytest.fixture
+def raw_http():
+    """raw_http(response) -> a URL whose server sends ``response`` bytes as they are, once."""
+    sockets = []
+
+    def start(response: bytes) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        sockets.append(sock)
+
+        def answer():
+            connection, _ = sock.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(response)
+
+        threading.Thread(target=answer, daemon=True).start()
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/file.bin"
+
+    yield start
+    for sock in sockets:
+        sock.close()
+
+
+def test_url_truncated_download(prepare, raw_http):
+    url = raw_http(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc")
+    with pytest.raises(SourceError, match="download truncated: got 3 of 10 bytes"):
+        prepare("img", "url", url)
+
+
+def test_url_content_coding_is_not_undone(prepare, raw_http):
+    body = gzip.compress(b"plain text")
+    url = raw_http(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    result = prepare("img", "url", url, sha256=sha(body))   # the bytes as sent
+    assert read(result.archive, "img/file.bin") == body
+
+
 def test_file_url(prepare, tmp_path):
     source = good_tar(tmp_path / "pkg.tar")
     result = prepare("img", "url", source.as_uri())

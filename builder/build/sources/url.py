@@ -12,9 +12,13 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.client import HTTPException
 from pathlib import Path
 from typing import IO
+
+import requests
+import requests.adapters
+import requests.auth
+import urllib3.exceptions
 
 from builder.build.sources.archive import (
     CHUNK,
@@ -27,18 +31,49 @@ from builder.build.sources.archive import (
 from builder.build.sources.spec import SourceSpec, source_error
 from builder.errors import SourceError, scrub_url
 
-# --------------------------------------------------------------------------- url
+
+class _Session(requests.Session):
+    """Follows redirects; credentials go along only to the same scheme, host and port,
+    and none ever come from ``~/.netrc``."""
+
+    def rebuild_auth(self, prepared_request, response):
+        if "Authorization" in prepared_request.headers \
+                and _origin(response.request.url) != _origin(prepared_request.url):
+            del prepared_request.headers["Authorization"]
 
 
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follow redirects; credentials go along only to the same scheme, host and port."""
+class _NoNetrc(requests.auth.AuthBase):
+    """Keeps requests from adding ``~/.netrc`` credentials: Authorization is set here."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        auth = req.unredirected_hdrs.get("Authorization")
-        if new is not None and auth and _origin(req.full_url) == _origin(new.full_url):
-            new.add_unredirected_header("Authorization", auth)
-        return new
+    def __call__(self, request):
+        return request
+
+
+class _Trust(requests.adapters.HTTPAdapter):
+    """TLS checked against one SSL context (not certifi's bundle): the system's CAs,
+    or the ``REQUESTS_CA_BUNDLE`` bundle alone when ``SSL_CERT_FILE`` is not set."""
+
+    def __init__(self, context: ssl.SSLContext):
+        self._context = context
+        super().__init__()
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        pool.pop("ca_certs", None)
+        pool.pop("ca_cert_dir", None)
+        pool["ssl_context"] = self._context
+        return host, pool
+
+    def cert_verify(self, conn, url, verify, cert):
+        super().cert_verify(conn, url, verify, cert)
+        conn.ca_certs = conn.ca_cert_dir = None   # the context has the CAs
+
+
+def _ssl_context() -> ssl.SSLContext:
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE")
+    if ca_bundle and not os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=ca_bundle)
+    return ssl.create_default_context()
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
@@ -101,33 +136,75 @@ def _url_basename(url: str) -> str:
 def _download(spec: SourceSpec, fh: IO[bytes], timeout: float) -> str:
     """Stream the URL into ``fh``; returns the sha256 of what was received."""
     url, user, password = split_credentials(spec.location)
-    request = urllib.request.Request(url, headers={"User-Agent": "kiln"})
+    if urllib.parse.urlsplit(url).scheme.lower() == "file":
+        return _read_file_url(spec, url, fh)
+    # The bytes as sent: no content coding, so the sha256 is that of the file.
+    headers = {"User-Agent": "kiln", "Accept-Encoding": "identity"}
     if user is not None:
         token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
-        request.add_unredirected_header("Authorization", f"Basic {token}")
-    handlers: list[urllib.request.BaseHandler] = [_RedirectHandler()]
-    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE")
-    if ca_bundle and not os.environ.get("SSL_CERT_FILE"):
-        context = ssl.create_default_context(cafile=ca_bundle)
-        handlers.append(urllib.request.HTTPSHandler(context=context))
-    opener = urllib.request.build_opener(*handlers)
+        headers["Authorization"] = f"Basic {token}"
     digest = hashlib.sha256()
     received = 0
+    expected = None
+    with _Session() as session:
+        session.mount("https://", _Trust(_ssl_context()))
+        try:
+            with session.get(url, headers=headers, auth=_NoNetrc(), stream=True,
+                             timeout=timeout) as response:
+                if not 200 <= response.status_code < 300:
+                    raise source_error(spec, f"download failed: HTTP {response.status_code} "
+                                             f"{response.reason}")
+                expected = response.headers.get("Content-Length")
+                for chunk in response.raw.stream(CHUNK, decode_content=False):
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    received += len(chunk)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                ValueError) as exc:
+            if isinstance(exc, urllib3.exceptions.ProtocolError) and expected \
+                    and expected.isdigit() and int(expected) != received:
+                raise _truncated(spec, received, expected) from None
+            raise source_error(spec, f"download failed: {_reason(exc)}") from None
+        if expected and expected.isdigit() and int(expected) != received \
+                and not response.headers.get("Content-Encoding"):
+            raise _truncated(spec, received, expected)
+    return digest.hexdigest()
+
+
+def _truncated(spec: SourceSpec, received: int, expected: str) -> SourceError:
+    return source_error(spec, f"download truncated: got {received} of {expected} bytes")
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed download (no URL: it may hold credentials)."""
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, requests.TooManyRedirects):
+        return "too many redirects"
+    pending, seen = [exc], set()
+    while pending:   # the innermost OS error, e.g. "[Errno 111] Connection refused"
+        error = pending.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return str(error)
+        pending.extend(e for e in (*error.args, getattr(error, "reason", None),
+                                   error.__cause__, error.__context__)
+                       if isinstance(e, BaseException))
+    return str(exc) or type(exc).__name__
+
+
+def _read_file_url(spec: SourceSpec, url: str, fh: IO[bytes]) -> str:
+    """Copy a ``file://`` URL's file into ``fh``; returns its sha256."""
+    digest = hashlib.sha256()
     try:
-        with opener.open(request, timeout=timeout) as response:
-            expected = response.headers.get("Content-Length")
+        with urllib.request.urlopen(url) as response:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 digest.update(chunk)
                 fh.write(chunk)
-                received += len(chunk)
-            if expected and expected.isdigit() and int(expected) != received \
-                    and not response.headers.get("Content-Encoding"):
-                raise source_error(spec, f"download truncated: got {received} of {expected} bytes")
-    except urllib.error.HTTPError as exc:
-        raise source_error(spec, f"download failed: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise source_error(spec, f"download failed: {exc.reason}") from None
-    except (TimeoutError, HTTPException, OSError, ValueError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-        raise source_error(spec, f"download failed: {reason}") from None
+    except (OSError, ValueError) as exc:
+        raise source_error(spec, f"download failed: {exc}") from None
     return digest.hexdigest()

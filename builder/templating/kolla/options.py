@@ -12,6 +12,7 @@ from oslo_config import cfg
 
 from builder.cli.config_files import config_files, read_settings
 from builder.errors import ConfigError
+from builder.settings import PROXY_VARIABLES
 from builder.templating.kolla.settings import (
     ARCHES,
     DEBIAN_ARCHES,
@@ -26,9 +27,8 @@ from builder.templating.kolla.settings import (
     kolla_settings,
 )
 
-_PROXY_VARIABLES = tuple(name for base in ("http_proxy", "https_proxy", "ftp_proxy",
-                                           "no_proxy", "all_proxy")
-                         for name in (base, base.upper()))
+# Kolla passes both spellings of each proxy variable on.
+_PROXY_VARIABLES = tuple(name for upper in PROXY_VARIABLES for name in (upper.lower(), upper))
 
 
 # --- options -------------------------------------------------------------------
