@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from builder.build.labels import DEFAULT_SECRET_ARGS
 from builder.build.sources.spec import SourceSpec
 from builder.naming import ImageNaming
 from builder.resources import BUILTIN_TEMPLATES
+from builder.security.versions import Constraint
 from builder.templating.kolla.settings import KollaSettings
 
 # Names the render context defines itself; a template variable may not shadow them.
@@ -69,6 +71,47 @@ class TemplateSettings:
     kolla: KollaSettings | None = None
 
 
+CACHE_MODES = ("read", "write", "readwrite")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """--cache-registry: a registry holding images by fingerprint (see builder.build.cache)."""
+
+    registry: str                   # host[:port][/path]
+    mode: str = "readwrite"         # read, write or readwrite
+    insecure: bool = False          # plain HTTP
+    ca_cert: Path | None = None     # PEM CA bundle for its TLS certificate
+
+    @property
+    def host(self) -> str:
+        return self.registry.partition("/")[0]
+
+    @property
+    def path(self) -> str:
+        return self.registry.partition("/")[2].strip("/")
+
+    @property
+    def reads(self) -> bool:
+        return "read" in self.mode
+
+    @property
+    def writes(self) -> bool:
+        return "write" in self.mode
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """Which images to rebuild with fresh packages (builder.build.refresh); empty: none."""
+
+    constraints: tuple[Constraint, ...] = ()    # --refresh PACKAGE[OP VERSION]
+    all: bool = False                           # --refresh-all
+    max_age: timedelta | None = None            # --max-age
+
+    def __bool__(self) -> bool:
+        return bool(self.constraints) or self.all or self.max_age is not None
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How images are built and pushed."""
@@ -90,6 +133,8 @@ class RunOptions:
     rebuild: bool = False
     secret_build_args: tuple[str, ...] = DEFAULT_SECRET_ARGS
     static_labels: Mapping[str, str] = field(default_factory=dict)  # OCI vendor, authors, ...
+    refresh: RefreshRequest = field(default_factory=RefreshRequest)
+    cache: CacheSettings | None = None     # --cache-registry
 
 
 @dataclass(frozen=True)
@@ -100,5 +145,7 @@ class BuildSettings:
     outputs: Outputs
     run: RunOptions = field(default_factory=RunOptions)
     sources: Mapping[str, SourceSpec] = field(default_factory=dict)
+    source_roots: tuple[Path, ...] = ()    # --source-root: sibling checkouts (Zuul's src/)
+    source_overrides: Mapping[str, Path] = field(default_factory=dict)  # --source NAME=PATH
     work_dir: Path | None = None
     debug: bool = False

@@ -5,7 +5,9 @@
   parents' fingerprints, external bases with their local ids, non-secret build
   args, the static labels). Nothing time-dependent: the same inputs always
   give the same fingerprint, and a change to a parent changes every
-  descendant's fingerprint.
+  descendant's fingerprint. The one exception is a refresh
+  (``kiln-build --refresh``): its date is counted too, so a refreshed image
+  and its descendants get new fingerprints (see builder.build.refresh).
 - ``kiln.manifest``: compact JSON for people and ``kiln-registry``: kiln's
   version, template layers (git commit, dirty), digests of the template and
   override files, sources, parents, bases, build args.
@@ -83,16 +85,26 @@ class ImageInputs:
     bases: Mapping[str, str | None] = field(default_factory=dict)  # external ref -> local id
     build_args: Mapping[str, str] = field(default_factory=dict)    # non-secret only
     static_labels: Mapping[str, str] = field(default_factory=dict)
+    refreshed: str | None = None     # the date of the refresh its packages come from
 
 
 def canonical(data) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def source_identity(source: PreparedSource) -> dict:
-    return {"name": source.name, "type": source.type, "location": scrub_url(source.location),
-            "reference": source.reference, "commit": source.commit,
-            "content": source.content_digest}
+def source_identity(source: PreparedSource, *, for_fingerprint: bool = False) -> dict:
+    """A source as the manifest records it; a speculative one (a sibling
+    checkout, --source-root) adds ``dirty`` and ``speculative``, and counts in
+    a fingerprint by its tree's content only (not its commit), so jobs with
+    the same checkout share fingerprints."""
+    identity = {"name": source.name, "type": source.type,
+                "location": scrub_url(source.location), "reference": source.reference,
+                "commit": source.commit, "content": source.content_digest}
+    if source.speculative:
+        identity.update(dirty=source.dirty, speculative=True)
+        if for_fingerprint:
+            identity.update(commit=None, dirty=None)
+    return identity
 
 
 def fingerprint(inputs: ImageInputs) -> str:
@@ -100,13 +112,15 @@ def fingerprint(inputs: ImageInputs) -> str:
         "scheme": SCHEME,
         "name": inputs.name,
         "context": dict(inputs.context_digests),
-        "sources": sorted((source_identity(s) for s in inputs.sources),
+        "sources": sorted((source_identity(s, for_fingerprint=True) for s in inputs.sources),
                           key=lambda s: s["name"]),
         "parents": dict(inputs.parents),
         "bases": dict(inputs.bases),
         "build_args": dict(inputs.build_args),
         "labels": dict(inputs.static_labels),
     }
+    if inputs.refreshed is not None:    # counted only when set: older fingerprints stay valid
+        description["refreshed"] = inputs.refreshed
     return "sha256:" + hashlib.sha256(canonical(description).encode()).hexdigest()
 
 
@@ -162,8 +176,9 @@ def oci_labels(*, title: str, version: str, created: str, base_name: str | None,
 def manifest_document(*, name: str, layers: Sequence[LayerInfo],
                       templates: Mapping[str, str], sources: Sequence[PreparedSource],
                       parents: Sequence[Mapping[str, str | None]],
-                      bases: Mapping[str, str | None], build_args: Mapping[str, str]) -> dict:
-    return {
+                      bases: Mapping[str, str | None], build_args: Mapping[str, str],
+                      refreshed: Mapping[str, str] | None = None) -> dict:
+    document = {
         "kiln": __version__,
         "image": name,
         "layers": [{"label": layer.label, "path": layer.path, "commit": layer.commit,
@@ -174,6 +189,9 @@ def manifest_document(*, name: str, layers: Sequence[LayerInfo],
         "bases": [{"ref": ref, "id": image_id} for ref, image_id in sorted(bases.items())],
         "build_args": dict(build_args),
     }
+    if refreshed is not None:           # {"date", "reason"}: see builder.build.refresh
+        document["refreshed"] = dict(refreshed)
+    return document
 
 
 def is_complete(labels: Mapping[str, str], fingerprint: str | None = None) -> bool:

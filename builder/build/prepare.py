@@ -27,6 +27,7 @@ from builder.build.labels import (
     oci_labels,
     public_build_args,
 )
+from builder.build.refresh import Refresh
 from builder.build.sources.fetch import prepare_source
 from builder.build.sources.spec import PreparedSource
 from builder.engines.base import Engine
@@ -49,6 +50,12 @@ class PreparedImage:
     base: str | None                  # what the final stage is built on
     labels: Mapping[str, str]         # OCI labels (base.digest of in-set bases added at build)
     manifest: Mapping                 # kiln.manifest (parents' ids added at build)
+    refresh: Refresh | None = None    # the refresh its packages come from (.now: this run)
+
+    @property
+    def refreshing(self) -> bool:
+        """Rebuilt in this run without the layer cache, never reused (--refresh)."""
+        return self.refresh is not None and self.refresh.now
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,9 @@ class Preparation:
 
 
 def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence[str],
-            work_dir: Path, source_cache: Path, created: str) -> Preparation:
+            work_dir: Path, source_cache: Path, created: str,
+            refreshes: Mapping[str, Refresh] | None = None) -> Preparation:
+    refreshes = refreshes or {}
     contexts, failed = _write_contexts(plan, settings, names, work_dir, source_cache)
     layers = layer_info(plan.templates.layers)
     base_ids: dict[str, str | None] = {}
@@ -76,12 +85,14 @@ def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence
         args = {k: v for k, v in public_args.items() if k in node["args"]}
         if settings.run.push:
             _warn_secret_args(name, node["args"], settings.run.build_args, public_args)
+        refresh = refreshes.get(name)
         digests = digest_tree(context)
         digests["Dockerfile"] = _dockerfile_digest(plan.rendered[name].dockerfile, parents,
                                                    settings.naming)
         inputs = ImageInputs(name=name, context_digests=digests, sources=sources,
                              parents=parent_fps, bases=bases, build_args=args,
-                             static_labels=settings.run.static_labels)
+                             static_labels=settings.run.static_labels,
+                             refreshed=refresh.date if refresh else None)
         ref = settings.naming.ref(name)
         base = plan.graph.nodes[name].get("base")
         top = _layer_of(plan.rendered[name].templates[-1], layers)
@@ -100,7 +111,9 @@ def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence
                 sources=sources,
                 parents=[{"name": p, "ref": settings.naming.ref(p),
                           "fingerprint": parent_fps[p], "id": None} for p in parents],
-                bases=bases, build_args=args))
+                bases=bases, build_args=args,
+                refreshed=refresh.record() if refresh else None),
+            refresh=refresh)
     return Preparation(images, failed)
 
 
@@ -111,7 +124,8 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
         sources: tuple[PreparedSource, ...] = ()
         spec = settings.sources.get(name)
         if spec is not None and spec.enabled:
-            sources = (prepare_source(spec, context, source_cache),)
+            sources = (prepare_source(spec, context, source_cache,
+                                      source_roots=settings.source_roots),)
         if settings.run.ca_bundle is not None:
             shutil.copyfile(settings.run.ca_bundle, context / CA_BUNDLE_NAME)
         return context, sources

@@ -5,14 +5,17 @@ Everything between the plan and the printed summary; the CLI only prints.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from builder.build.cache import RegistryCache, lookup_missing
 from builder.build.context import locked_work_dir, prepare_logs_dir
 from builder.build.durations import load_durations, save_durations
 from builder.build.prepare import prepare
+from builder.build.refresh import decide_refreshes
 from builder.build.scheduler import Scheduler, SchedulerOptions, Status
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
@@ -51,13 +54,19 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
                         "set has no image %r", name, name)
     to_build, skipped = _skip_existing(engine, settings, plan)
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    # Decided from the images as they are before this run, like the reuse check.
+    refreshes = decide_refreshes(engine, {name: settings.naming.ref(name) for name in to_build},
+                                 options.refresh, created, options.threads)
     prepared = prepare(plan, settings, engine, to_build, work_dir,
-                       cache_home() / "sources", created)
+                       cache_home() / "sources", created, refreshes)
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
                    logs_dir=logs_dir,
                    existing={} if options.rebuild else reusable_images(
                        engine, prepared.images, options.threads))
     builder = ImageBuilder(engine, job)
+    cache = _use_cache(settings, plan, to_build, job, builder)
+    if cache is not None:
+        job = builder.job
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
             log.write(f"kiln: FAILED before building: {reason}\n")
@@ -89,6 +98,33 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
         logs={name: builder.log_path(name) for name in outcomes},
         allowed_to_fail=options.allowed_to_fail)
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
+
+
+def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: BuildJob,
+               builder: ImageBuilder) -> RegistryCache | None:
+    """--cache-registry: look up the images the engine does not hold; give the
+    builder the cache, its trusted entries and the images wanted locally."""
+    options = settings.run
+    if options.cache is None:
+        return None
+    cache = RegistryCache(options.cache, settings.naming)
+    cached = {}
+    if options.cache.reads and not options.rebuild:
+        images = {name: image for name, image in job.images.items()
+                  if not getattr(image, "refreshing", False)}
+        cached = lookup_missing(cache, images, builder.has_local, options.threads)
+    elif options.cache.writes:
+        cache.check()
+    if cached:
+        LOG.info("%d image(s) found in cache registry %s", len(cached), cache.host)
+    # a cached image is pulled when it was asked for by name (or is to be
+    # pushed); a parent only when an image built here needs it
+    wanted = frozenset(to_build) if options.push else (
+        plan.selection.requested & frozenset(to_build))
+    builder.use_job(dataclasses.replace(
+        job, cache=cache, cached=cached, wanted=wanted,
+        push_registry=settings.naming.registry if options.push else ""))
+    return cache
 
 
 def _skip_existing(engine: Engine, settings: BuildSettings, plan: Plan

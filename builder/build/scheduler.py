@@ -31,6 +31,7 @@ class Status(enum.Enum):
     BUILDING = "building"
     BUILT = "built"
     UNCHANGED = "unchanged"
+    CACHED = "cached"          # found in --cache-registry by its fingerprint: not built
     PUSHING = "pushing"
     PUSHED = "pushed"
     FAILED = "failed"
@@ -41,7 +42,8 @@ class Status(enum.Enum):
 
     @property
     def ok(self) -> bool:
-        return self in (Status.BUILT, Status.UNCHANGED, Status.PUSHED, Status.SKIPPED)
+        return self in (Status.BUILT, Status.UNCHANGED, Status.CACHED, Status.PUSHED,
+                        Status.SKIPPED)
 
     @property
     def done(self) -> bool:
@@ -69,7 +71,7 @@ class Outcome:
     duration: float = 0.0          # seconds spent building (all attempts)
     push_duration: float = 0.0
     attempts: int = 0
-    build_status: Status | None = None   # BUILT or UNCHANGED, also once pushed
+    build_status: Status | None = None   # BUILT, UNCHANGED or CACHED, also once pushed
 
 
 @dataclass
@@ -346,7 +348,8 @@ class Scheduler:
             return
         state.image_id = result.image_id
         state.status = state.build_status = result.status or Status.BUILT
-        self._on_event(name, state.status, "")
+        state.reason = result.reason        # e.g. "refreshed: less" (--refresh)
+        self._on_event(name, state.status, result.reason)
         for child in sorted(self._graph.successors(name)):
             if child in self._names:
                 self._waiting[child] -= 1

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from builder.build.cache import CacheEntry, RegistryCache
 from builder.build.imagefiles import NeedsContainer, scan_packages
 from builder.build.labels import (
     FINGERPRINT,
@@ -69,6 +70,12 @@ class BuildJob:
     logs_dir: Path
     # fingerprint -> local images stamped with it, listed once before the run
     existing: Mapping[str, tuple[ImageInfo, ...]] = field(default_factory=dict)
+    # --cache-registry: the cache, its trusted entries (name -> entry), and the
+    # images wanted locally even when cached (selected by name, or to push)
+    cache: RegistryCache | None = None
+    cached: Mapping[str, CacheEntry] = field(default_factory=dict)
+    wanted: frozenset[str] = frozenset()
+    push_registry: str = ""      # --registry when --push is given
 
 
 def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
@@ -103,6 +110,18 @@ class ImageBuilder:
         job.logs_dir.mkdir(parents=True, exist_ok=True)
         # looks up the parents' ids while the image builds (they are built already)
         self._lookups = ThreadPoolExecutor(2, "kiln-labels")
+        # cached images pulled (or being pulled) into the engine, one lock each
+        self._pull_lock = threading.Lock()
+        self._pulls: dict[str, threading.Lock] = {}
+        self._pulled: set[str] = set()
+
+    @property
+    def job(self) -> BuildJob:
+        return self._job
+
+    def use_job(self, job: BuildJob) -> None:
+        """Replace the job before the run starts (e.g. with the cache's entries)."""
+        self._job = job
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
@@ -111,7 +130,10 @@ class ImageBuilder:
         image = self._job.images[name]
         with open(self.log_path(name), "a", encoding="utf-8") as log:
             try:
-                if not self._job.options.rebuild:
+                if image.refreshing:
+                    _write(log, f"refreshing ({image.refresh.reason}): not reused, built "
+                                f"without the layer cache")
+                elif not self._job.options.rebuild:
                     existing = self._complete_image(image)
                     if existing is not None:
                         if image.ref not in existing.tags:
@@ -119,11 +141,19 @@ class ImageBuilder:
                         _write(log, f"unchanged: {existing.id} has fingerprint "
                                     f"{image.fingerprint}; tagged {image.ref}")
                         return WorkResult(True, image_id=existing.id, status=Status.UNCHANGED)
+                    cached = self._from_cache(image, log, cancel)
+                    if cached is not None:
+                        return cached
+                self._parents_local(image, log, cancel)
                 image_id = self._build(image, log, cancel)
+                self._to_cache(image, log, cancel)
             except KilnError as exc:
                 _write(log, f"FAILED: {exc}")
                 return WorkResult(False, scrub_url(exc.message))
             _write(log, f"built {image.ref} as {image_id}")
+            if image.refreshing:
+                return WorkResult(True, f"refreshed: {image.refresh.reason}",
+                                  image_id=image_id)
             return WorkResult(True, image_id=image_id)
 
     def push(self, name: str, cancel: threading.Event) -> WorkResult:
@@ -131,12 +161,102 @@ class ImageBuilder:
         with open(self.log_path(name), "a", encoding="utf-8") as log:
             _write(log, f"pushing {ref}")
             try:
+                self._pull_cached(name, log, cancel)
                 self._stream(self._engine.push(ref), log, name, cancel)
             except KilnError as exc:
                 _write(log, f"PUSH FAILED: {exc}")
                 return WorkResult(False, scrub_url(exc.message))
             _write(log, f"pushed {ref}")
             return WorkResult(True)
+
+    def has_local(self, image: PreparedImage) -> bool:
+        """Whether the engine holds a complete image with this fingerprint (to reuse)."""
+        return self._complete_image(image) is not None
+
+    # -- the registry cache (--cache-registry) -------------------------------------
+
+    def _from_cache(self, image: PreparedImage, log: TextIO,
+                    cancel: threading.Event) -> WorkResult | None:
+        """CACHED if the cache has the image (pulled only if wanted here); else None."""
+        entry = self._job.cached.get(image.name)
+        if entry is None:
+            return None
+        _write(log, f"cached: {entry.ref} has fingerprint {image.fingerprint}")
+        if image.name in self._job.wanted:
+            try:
+                self._pull_cached(image.name, log, cancel)
+            except BuildCancelled:
+                raise
+            except KilnError as exc:  # the entry is trusted, but unusable: build it
+                _write(log, f"cannot use {entry.ref}: {exc}; building")
+                LOG.warning("image %s: cache entry %s could not be pulled (%s); building it",
+                            image.name, entry.ref, exc.message)
+                return None
+        return WorkResult(True, image_id=entry.image_id, status=Status.CACHED)
+
+    def _parents_local(self, image: PreparedImage, log: TextIO,
+                       cancel: threading.Event) -> None:
+        """Pull the in-set parents that were cached but not pulled: the build needs them."""
+        for parent in image.parents:
+            self._pull_cached(parent, log, cancel)
+
+    def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
+        """Pull a cached image by digest and tag it as its target reference (once)."""
+        entry = self._job.cached.get(name)
+        if entry is None:
+            return
+        with self._pull_lock:
+            lock = self._pulls.setdefault(name, threading.Lock())
+        with lock:
+            if name in self._pulled:
+                return
+            image = self._job.images[name]
+            _write(log, f"pulling {entry.pull_ref} (cache entry {entry.ref}) as {image.ref}")
+            try:
+                self._stream(self._engine.pull(entry.pull_ref), log, name, cancel)
+            except BuildCancelled:
+                raise
+            except KilnError as exc:
+                raise KilnError(f"image {name!r}: pulling it from the cache registry "
+                                f"failed: {exc.message}") from exc
+            info = self._engine.inspect(entry.pull_ref)
+            if info is None or not is_complete(info.labels, image.fingerprint):
+                raise KilnError(f"image {name!r}: the image pulled from {entry.ref} does not "
+                                f"carry fingerprint {image.fingerprint}")
+            self._engine.tag(info.id, image.ref)
+            _write(log, f"pulled {entry.pull_ref} as {info.id}; tagged {image.ref}")
+            self._pulled.add(name)
+
+    def _to_cache(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> None:
+        """Push a built image to the cache under its fingerprint tag.
+
+        A failure is a warning, unless --push goes to the cache's registry too.
+        """
+        cache = self._job.cache
+        if cache is None or not cache.settings.writes or not cache.usable:
+            return
+        ref = cache.ref(image)
+        _write(log, f"pushing to the cache as {ref}")
+        try:
+            self._engine.tag(image.ref, ref)
+            try:
+                self._stream(self._engine.push(ref), log, image.name, cancel)
+            finally:
+                try:
+                    self._engine.remove(ref)    # only the tag: the image keeps image.ref
+                except EngineError:
+                    pass
+        except BuildCancelled:
+            raise
+        except KilnError as exc:
+            _write(log, f"CACHE PUSH FAILED: {exc}")
+            if self._job.options.push and self._job.push_registry == cache.host:
+                raise KilnError(f"image {image.name!r}: pushing it to the cache registry "
+                                f"failed: {exc.message}") from exc
+            LOG.warning("image %s: pushing %s to the cache registry failed: %s",
+                        image.name, ref, scrub_url(exc.message))
+            return
+        _write(log, f"pushed {ref}")
 
     def _complete_image(self, image: PreparedImage) -> ImageInfo | None:
         """A local image kiln built and stamped with this fingerprint, if any.
@@ -158,7 +278,7 @@ class ImageBuilder:
         request = BuildRequest(
             image=image.name, context_dir=image.context, tags=(),
             build_args=dict(options.build_args), network_mode=options.network_mode,
-            pull=options.pull, no_cache=options.no_cache)
+            pull=options.pull, no_cache=options.no_cache or image.refreshing)
         labels = self._lookups.submit(self._labels, image)
         _write(log, f"building {image.ref} from {image.context}")
         built = self._stream(self._engine.build(request, cancel), log, image.name, cancel)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 
 from builder.build.context import check_output_file, locked_work_dir, write_context
+from builder.build.sources.spec import SourceSpec
 from builder.cli import options
 from builder.cli.common import run, setup_logging
-from builder.errors import EXIT_INTERRUPTED, EXIT_OK, KilnError
+from builder.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, KilnError
 from builder.output import listings
 from builder.plan import Plan, make_plan
 from builder.settings import BuildSettings
@@ -27,6 +29,7 @@ def _build(argv: list[str]) -> int:
     if settings.debug:
         setup_logging(PROG, True)
     plan = make_plan(settings)
+    settings = _with_source_overrides(settings, plan)
     outputs = settings.outputs
     if outputs.save_dependency is not None:
         listings.save_dependency(plan, outputs.save_dependency)
@@ -48,6 +51,23 @@ def _build(argv: list[str]) -> int:
     if outputs.summary_json_file is not None:
         check_output_file(outputs.summary_json_file, "--summary-json-file")
     return _run_builds(settings, plan)
+
+
+def _with_source_overrides(settings: BuildSettings, plan: Plan) -> BuildSettings:
+    """--source NAME=PATH: image NAME's source section, taken from a local path instead."""
+    if not settings.source_overrides:
+        return settings
+    sources = dict(settings.sources)
+    for name, path in sorted(settings.source_overrides.items()):
+        if name not in plan.templates.images:
+            raise ConfigError(f"--source {name}={path}: the template set has no image "
+                              f"{name!r}")
+        if name not in sources:
+            raise ConfigError(f"--source {name}={path}: image {name!r} has no source "
+                              f"(no [{name}] section with a type in the config files)")
+        sources[name] = SourceSpec(name=name, type="local", location=str(path))
+        LOG.info("image %s: source taken from %s (--source)", name, path)
+    return dataclasses.replace(settings, sources=sources)
 
 
 def _run_builds(settings: BuildSettings, plan: Plan) -> int:

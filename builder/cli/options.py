@@ -11,43 +11,30 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from oslo_config import cfg
 
 from builder import __version__
 from builder.build.labels import DEFAULT_SECRET_ARGS
-from builder.build.sources.spec import SOURCE_KEYS, SourceSpec, parse_source
+from builder.build.sources.spec import SOURCE_KEYS
 from builder.cli.config_files import (
     PROJECT,
-    Setting,
     config_files,
     describe_oslo_error,
     locate_bad_value,
     long_option,
     option_of_oslo_error,
-    read_settings,
     unread_settings,
 )
-from builder.errors import ConfigError, KilnError
-from builder.naming import ImageNaming
-from builder.resources import BUILTIN_TEMPLATES
+from builder.cli.conversions import settings_from_conf
+from builder.errors import ConfigError
 from builder.settings import (
-    CA_BUNDLE_NAME,
-    PROXY_VARIABLES,
-    RESERVED_TEMPLATE_VARS,
     BuildSettings,
-    Outputs,
-    RunOptions,
-    SelectionCriteria,
-    TemplateSettings,
     cache_home,
 )
 from builder.templating.kolla import options as kolla
-from builder.templating.kolla.settings import kolla_naming
 
 LOG = logging.getLogger(__name__)
 
@@ -160,6 +147,22 @@ _cli_opts = [
     cfg.BoolOpt("rebuild", default=False,
                 help="Build every selected image even when the engine already "
                      "holds one with the same kiln.fingerprint."),
+    cfg.MultiStrOpt("refresh", default=[],
+                    help="PACKAGE[OP VERSION] (as kiln-registry find takes it, "
+                         "e.g. 'openssl<3.0.15-1~deb12u1'): rebuild the "
+                         "selected images whose local image holds a matching "
+                         "package (or whose packages are unknown) without the "
+                         "layer cache, so they install today's packages; "
+                         "their descendants are rebuilt after them. "
+                         "Repeatable."),
+    cfg.BoolOpt("refresh-all", default=False,
+                help="Rebuild every selected image without the layer cache, "
+                     "as --refresh does for matching ones."),
+    cfg.StrOpt("max-age",
+               help="Refresh (as --refresh does) the selected images built "
+                    "longer ago than this, by their "
+                    "org.opencontainers.image.created label: a number and a "
+                    "unit s, m, h, d or w, e.g. 7d. Empty: no limit."),
     cfg.ListOpt("secret-build-args", default=list(DEFAULT_SECRET_ARGS),
                 help="Build arguments (shell patterns) never written to "
                      "labels nor counted in fingerprints."),
@@ -178,6 +181,32 @@ _cli_opts = [
                help="What templates are given: kiln's template API, or "
                     "Kolla's (render variables, functions and lenient "
                     "undefined values of kolla-build) for Kolla's own tree."),
+    cfg.StrOpt("cache-registry", default="",
+               help="A registry used as a cache of images by fingerprint, "
+                    "HOST[:PORT][/PATH]: an image found there under "
+                    "<path>/<namespace>/<name>:kiln-<fingerprint> is not built "
+                    "(and pulled only when needed); an image built is pushed "
+                    "there. Credentials: docker login. Empty: no cache."),
+    cfg.StrOpt("cache-mode", default="readwrite",
+               choices=["read", "write", "readwrite"],
+               help="read: only look images up in --cache-registry (an "
+                    "untrusted check job); write: only push built images "
+                    "there; readwrite: both."),
+    cfg.BoolOpt("cache-insecure", default=False,
+                help="Talk plain HTTP to --cache-registry, without TLS."),
+    cfg.StrOpt("cache-ca-cert",
+               help="PEM CA certificate(s) the TLS certificate of "
+                    "--cache-registry is checked against."),
+    cfg.MultiStrOpt("source-root", default=[],
+                    help="A directory of sibling checkouts laid out as HOST/"
+                         "PATH (Zuul's src/): a git source at scheme://HOST/"
+                         "PATH[.git] is taken from DIR/HOST/PATH, as its "
+                         "working tree is, when that directory exists. "
+                         "Repeatable; the first that has it wins."),
+    cfg.MultiStrOpt("source", default=[],
+                    help="NAME=PATH: take image NAME's source from this local "
+                         "directory or file instead of its config section. "
+                         "Repeatable."),
     cfg.StrOpt("undefined", default="strict", choices=["strict", "lenient"],
                help="strict: using an undefined template variable is an "
                     "error; lenient: it renders as an empty string."),
@@ -231,7 +260,7 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
         source_sections = _register_free_form_keys(conf)
         for warning in unread_settings(conf, source_sections, _FREE_FORM_GROUPS):
             LOG.warning("%s", warning)
-        return _settings(conf, source_sections)
+        return settings_from_conf(conf, source_sections)
     except cfg.Error as exc:
         located = locate_bad_value(argv, prog, _CLI_OPTS_BY_DEST.get(option_of_oslo_error(exc)))
         raise (located or ConfigError(describe_oslo_error(exc))) from exc
@@ -290,174 +319,3 @@ def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
             conf.register_opts([cfg.StrOpt(key) for key in SOURCE_KEYS], group=section)
             source_sections.append(section)
     return source_sections
-
-
-def _group_values(conf: cfg.ConfigOpts, group: str) -> dict:
-    section = conf[group]
-    return {key: section[key] for key in sorted(section)}
-
-
-def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceSpec]:
-    specs = {}
-    for section in sections:
-        values = {key: conf[section][key] for key in SOURCE_KEYS
-                  if conf[section][key] is not None}
-        try:
-            specs[section] = parse_source(section, values)
-        except KilnError as exc:  # e.g. "[glance] location: missing"
-            if exc.path is not None:
-                raise
-            option = re.match(rf"\[{re.escape(section)}\] (\w+):", exc.message)
-            where = _where(config_files(conf), section, option and option.group(1))
-            if where is None:
-                raise
-            raise ConfigError(exc.message, path=where.path, line=where.line,
-                              hint=exc.hint) from exc
-    return specs
-
-
-def _where(paths: Sequence[str], section: str, key: str | None) -> Setting | None:
-    """The line that wins for ``key`` of ``section`` in these files, else
-    where the section last starts."""
-    header = found = None
-    for path in paths:
-        for setting in read_settings(path):
-            if setting.section != section:
-                continue
-            if setting.key is None:
-                header = setting
-            elif setting.key == key:
-                found = setting
-    return found or header
-
-
-def _settings(conf: cfg.ConfigOpts, source_sections: Sequence[str] = ()) -> BuildSettings:
-    kolla_settings = (kolla.settings_from_conf(conf) if conf.template_api == "kolla"
-                      else None)
-    naming = ImageNaming(registry=conf.registry.strip("/"),
-                         namespace=conf.namespace.strip("/"),
-                         prefix=conf.image_name_prefix, tag=conf.tag)
-    if kolla_settings is not None:  # Kolla's namespace and tag unless given
-        naming = kolla_naming(kolla_settings, naming)
-    naming.validate()
-    outputs = Outputs(
-        template_only=conf.template_only,
-        list_images=conf.list_images,
-        list_dependencies=conf.list_dependencies,
-        save_dependency=_path(conf.save_dependency),
-        format=conf.format,
-        summary_json_file=_path(conf.summary_json_file),
-    )
-    profiles = {name: tuple(v.strip() for v in values if v.strip())
-                for name, values in _group_values(conf, "profiles").items()}
-    selection = SelectionCriteria(
-        regexes=tuple(conf.regex),
-        profiles=tuple(conf.profile),
-        profile_defs=profiles,
-        exclude=tuple(conf.exclude),
-        skip_parents=conf.skip_parents,
-    )
-    variables = {k: v for k, v in _group_values(conf, "template_vars").items()
-                 if v is not None}
-    variables.update(parse_key_values(conf.template_var, "--template-var"))
-    for key in variables:
-        if key in RESERVED_TEMPLATE_VARS:
-            raise ConfigError(
-                f"template variable {key!r} is reserved: kiln defines it "
-                f"itself (set it with its own option instead)")
-    templates = TemplateSettings(
-        templates_dir=_existing_dir(conf.templates_dir, "--templates-dir")
-        if conf.templates_dir else BUILTIN_TEMPLATES,
-        docker_dirs=tuple(_existing_dir(d, "--docker-dir")
-                          for d in conf.docker_dir),
-        overrides=tuple(_existing_file(f, "--template-override")
-                        for f in conf.template_override),
-        variables=variables,
-        environment={name: os.environ[name] for name in conf.template_env
-                     if name in os.environ},
-        strict_undefined=conf.undefined == "strict",
-        cache_dir=_path(conf.template_cache_dir),
-        ca_bundle=CA_BUNDLE_NAME if conf.ca_bundle else "",
-        api=conf.template_api,
-        kolla=kolla_settings,
-    )
-    if conf.push and not naming.registry:
-        raise ConfigError("--push needs --registry: the images are pushed there")
-    return BuildSettings(
-        naming=naming,
-        templates=templates,
-        selection=selection,
-        outputs=outputs,
-        run=_run_options(conf),
-        sources=_sources(conf, source_sections),
-        work_dir=_path(conf.work_dir),
-        debug=conf.debug,
-    )
-
-
-def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
-    build_args = {name: os.environ[name]
-                  for variable in PROXY_VARIABLES
-                  for name in (variable, variable.lower()) if name in os.environ}
-    build_args.update({k: v for k, v in _group_values(conf, "build-args").items()
-                       if v is not None})
-    build_args.update(parse_key_values(conf.build_args, "--build-args"))
-    return RunOptions(
-        engine=conf.engine,
-        threads=conf.threads,
-        retries=conf.retries,
-        push=conf.push,
-        push_threads=conf.push_threads,
-        build_args=build_args,
-        network_mode=conf.network_mode or None,
-        pull=conf.pull,
-        no_cache=conf.nocache,
-        ca_bundle=(_existing_file(conf.ca_bundle, "--ca-bundle")
-                   if conf.ca_bundle else None),
-        logs_dir=_path(conf.logs_dir),
-        quiet=conf.quiet,
-        allowed_to_fail=tuple(conf.allowed_to_fail),
-        skip_existing=conf.skip_existing,
-        rebuild=conf.rebuild,
-        secret_build_args=tuple(conf.secret_build_args),
-        static_labels={f"org.opencontainers.image.{key}": value for key, value in (
-            ("vendor", conf.label_vendor), ("authors", conf.label_authors),
-            ("licenses", conf.label_licenses), ("url", conf.label_url)) if value},
-    )
-
-
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_key_values(items: Sequence[str], option: str) -> dict[str, str]:
-    """Turn ``KEY=VALUE`` strings into a dict, naming the option on error."""
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not _KEY.match(key):
-            raise ConfigError(
-                f"{option} {item!r}: expected KEY=VALUE with KEY a name of "
-                f"letters, digits and underscores")
-        result[key] = value
-    return result
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
-
-
-def _existing_dir(value: str, option: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        if os.path.lexists(path):
-            raise ConfigError(f"{option} {value} is not a directory")
-        raise ConfigError(f"{option} {value}: no such directory")
-    return path.resolve()
-
-
-def _existing_file(value: str, option: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{option} {value}: no such file")
-    return path.resolve()

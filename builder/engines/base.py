@@ -134,6 +134,11 @@ class Engine(abc.ABC):
         """Push a local reference to its registry, yielding progress lines; raise PushError."""
 
     @abc.abstractmethod
+    def pull(self, ref: str) -> Iterator[str]:
+        """Pull a reference (tag or digest) from its registry, yielding progress lines;
+        raise EngineError. A registry on 127.0.0.0/8 or localhost is plain HTTP."""
+
+    @abc.abstractmethod
     def remove(self, ref: str, force: bool = False) -> None:
         """Remove a local reference (missing is not an error)."""
 

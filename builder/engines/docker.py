@@ -388,6 +388,18 @@ class DockerEngine(Engine):
                 raise PushError(f"pushing {ref} failed: {_reason(exc)}") from exc
             raise self._engine_error(f"pushing {ref}", exc) from exc
 
+    def pull(self, ref: str) -> Iterator[str]:
+        repository, tag, digest = split_reference(ref)
+        api = self._api()
+        try:
+            stream = api.pull(repository, tag=digest or tag or "latest", stream=True,
+                              decode=True)
+            yield from _push_lines(stream, ref, doing="pulling", error=EngineError)
+        except _SDK_ERRORS as exc:
+            if isinstance(exc, docker.errors.APIError):
+                raise EngineError(f"pulling {ref} failed: {_reason(exc)}") from exc
+            raise self._engine_error(f"pulling {ref}", exc) from exc
+
     def remove(self, ref: str, force: bool = False) -> None:
         api = self._api()
         try:
@@ -449,8 +461,10 @@ class DockerEngine(Engine):
                 pass
 
 
-def _push_lines(stream: Iterable[dict], ref: str) -> Iterator[str]:
-    """Compact progress lines from the daemon's push stream; PushError on an error chunk.
+def _push_lines(stream: Iterable[dict], ref: str, doing: str = "pushing",
+                error: type[Exception] = PushError) -> Iterator[str]:
+    """Compact progress lines from the daemon's push (or pull) stream; PushError
+    (``error``) on an error chunk.
 
     A layer's repeated updates with the same status (e.g. every "Pushing" byte
     count) give one line: the first.
@@ -460,7 +474,7 @@ def _push_lines(stream: Iterable[dict], ref: str) -> Iterator[str]:
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = detail.get("message") or chunk.get("error") or "unknown error"
-            raise PushError(f"pushing {ref} failed: {' '.join(str(message).split())}")
+            raise error(f"{doing} {ref} failed: {' '.join(str(message).split())}")
         status = chunk.get("status")
         if not status:
             continue

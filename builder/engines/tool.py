@@ -261,6 +261,17 @@ class ImageToolEngine(Engine):
             tag = name.rpartition(":")[2] if ":" in name else "latest"
             yield f"{tag}: digest: {digest}"
 
+    def pull(self, ref: str) -> Iterator[str]:
+        """``<tool> pull [--tls-verify=false] ref`` (TLS off for a registry on this machine)."""
+        args = ["pull"]
+        if is_loopback_registry(ref):
+            args.append("--tls-verify=false")
+        args.append(ref)
+        outcome = yield from self._tool.stream(args, doing=f"pulling {ref}")
+        if outcome.returncode != 0:
+            reason = outcome.error or f"{self.name} exited with code {outcome.returncode}"
+            raise EngineError(f"pulling {ref} failed: {reason}")
+
     def remove(self, ref: str, force: bool = False) -> None:
         """Untag ``ref``, or delete the image if it was its last name (``--force``:
         also with containers that use it)."""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # rich is imported only for a live view (it takes a while to 
     from rich.console import Console, Group
 
 _FAILURES = (Status.FAILED, Status.PARENT_FAILED, Status.PUSH_FAILED)
-_FINISHED = (Status.BUILT, Status.UNCHANGED, Status.PUSHED, Status.SKIPPED)
+_FINISHED = (Status.BUILT, Status.UNCHANGED, Status.CACHED, Status.PUSHED, Status.SKIPPED)
 
 
 class PlainProgress:

@@ -1,6 +1,6 @@
 """The summary of a run: Kolla's keys (built, failed, not_matched, skipped)
-plus unchanged and cancelled, each a list of {name, image, id, status,
-reason, duration}.
+plus unchanged, cached (found in --cache-registry by fingerprint, not built)
+and cancelled, each a list of {name, image, id, status, reason, duration}.
 
 ``cancelled`` holds the images an interrupt (Ctrl-C) stopped while they were
 building or pushing, or before they started; they are not failures.
@@ -16,10 +16,11 @@ from builder.build.scheduler import Outcome, Status
 from builder.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, KilnError
 from builder.naming import ImageNaming
 
-KEYS = ("built", "unchanged", "failed", "cancelled", "not_matched", "skipped")
+KEYS = ("built", "cached", "unchanged", "failed", "cancelled", "not_matched", "skipped")
 _KEY_OF = {
     Status.BUILT: "built", Status.PUSHED: "built",
     Status.UNCHANGED: "unchanged",
+    Status.CACHED: "cached",
     Status.FAILED: "failed", Status.PARENT_FAILED: "failed",
     Status.PUSH_FAILED: "failed",
     Status.CANCELLED: "cancelled",
@@ -87,8 +88,8 @@ def to_json(summary: Mapping[str, list]) -> str:
 
 def to_text(summary: Mapping[str, list]) -> str:
     lines = []
-    for key in ("built", "unchanged", "skipped", "failed", "cancelled"):
-        entries = summary[key]
+    for key in ("built", "cached", "unchanged", "skipped", "failed", "cancelled"):
+        entries = summary.get(key, [])
         if not entries:
             continue
         lines.append(f"{key} ({len(entries)}):")
@@ -106,7 +107,9 @@ def to_text(summary: Mapping[str, list]) -> str:
             lines.append(line)
     if summary["not_matched"]:
         lines.append(f"not matched: {len(summary['not_matched'])} image(s)")
-    counts = ", ".join(f"{len(summary[k])} {k.replace('_', ' ')}" for k in KEYS)
+    # "cached" only when the run had any (--cache-registry): the line stays as it was
+    counts = ", ".join(f"{len(summary.get(k, ()))} {k.replace('_', ' ')}" for k in KEYS
+                       if k != "cached" or summary.get(k))
     lines.append(f"summary: {counts}")
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.cli import options
+from builder.cli import conversions
 from builder.resources import BUILTIN_TEMPLATES, builtin_templates
 from builder.settings import TemplateSettings
 
@@ -49,7 +49,7 @@ def test_a_missing_set_is_one_error_naming_where_it_belongs(tmp_path, kiln, monk
     package = _package(tmp_path, packaged=False, sibling=False, project=False)
     missing = builtin_templates(package)
     assert missing == package / "templates"
-    monkeypatch.setattr(options, "BUILTIN_TEMPLATES", missing)
+    monkeypatch.setattr(conversions, "BUILTIN_TEMPLATES", missing)
     result = kiln("--list-images")
     assert result.code == 2
     assert str(missing) in result.err

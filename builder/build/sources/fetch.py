@@ -26,11 +26,14 @@ the git cache: every string shown goes through :func:`scrub_url`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from builder.build.sources.archive import file_sha256
 from builder.build.sources.git import prepare_git
 from builder.build.sources.local import prepare_local
+from builder.build.sources.sibling import prepare_sibling, sibling_checkout
 from builder.build.sources.spec import (
     SOURCE_TYPES,
     PreparedSource,
@@ -41,12 +44,19 @@ from builder.build.sources.spec import (
 from builder.build.sources.url import prepare_url
 from builder.errors import SourceError, scrub_url
 
+LOG = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------- entry point
 
 
 def prepare_source(spec: SourceSpec, dest_dir: Path, cache_dir: Path,
-                   timeout: float = 60.0) -> PreparedSource:
-    """Write ``dest_dir/<name>-archive`` from ``spec``; nothing is left there on failure."""
+                   timeout: float = 60.0,
+                   source_roots: Sequence[Path] = ()) -> PreparedSource:
+    """Write ``dest_dir/<name>-archive`` from ``spec``; nothing is left there on failure.
+
+    A git source found in one of ``source_roots`` (sibling checkouts) is taken
+    from its working tree there (see :mod:`builder.build.sources.sibling`).
+    """
     check_name(spec.name)
     if spec.type not in SOURCE_TYPES:
         raise SourceError(f"image {spec.name}: unknown source type {spec.type!r}; expected one "
@@ -60,13 +70,23 @@ def prepare_source(spec: SourceSpec, dest_dir: Path, cache_dir: Path,
     if archive.is_dir() and not archive.is_symlink():
         raise source_error(spec, f"{archive} is a directory; remove it")
     archive.unlink(missing_ok=True)  # a stale archive must not outlive a failed prepare
-    preparer = {"local": prepare_local, "git": prepare_git, "url": prepare_url}[spec.type]
+    checkout = sibling_checkout(spec, source_roots)
+    dirty = None
     try:
-        commit, content_digest = preparer(spec, archive, cache_dir, timeout)
+        if checkout is not None:
+            LOG.info("image %s: source %s taken from the sibling checkout %s", spec.name,
+                     scrub_url(spec.location), checkout)
+            commit, content_digest, dirty = prepare_sibling(spec, checkout, archive,
+                                                            cache_dir, timeout)
+        else:
+            preparer = {"local": prepare_local, "git": prepare_git,
+                        "url": prepare_url}[spec.type]
+            commit, content_digest = preparer(spec, archive, cache_dir, timeout)
     except BaseException:
         archive.unlink(missing_ok=True)
         raise
     return PreparedSource(name=spec.name, archive=archive, type=spec.type,
                           location=scrub_url(spec.location), reference=spec.reference,
                           commit=commit, sha256=file_sha256(archive),
-                          content_digest=content_digest)
+                          content_digest=content_digest, dirty=dirty,
+                          speculative=checkout is not None)

@@ -45,6 +45,8 @@ class PreparedSource:
     commit: str | None
     sha256: str
     content_digest: str
+    dirty: bool | None = None       # a sibling checkout with uncommitted changes
+    speculative: bool = False       # taken from a sibling checkout (--source-root)
 
 
 # --------------------------------------------------------------------------- parsing
