@@ -1,7 +1,7 @@
 """kiln-registry find against the real registry and the real engine.
 
 Images: ``base`` and ``pkgs`` built by kiln-build (``pkgs`` has a stand-in
-dpkg-query listing curl, openssl and zlib1g), and busybox images carrying
+dpkg status file listing curl, openssl and zlib1g), and busybox images carrying
 hand-written kiln labels: ``alpha`` (less, republished as revision 2 with a
 newer less), ``beta`` (an older less), ``gamma`` (no kiln.packages: unknown)
 and ``delta`` (vim only). All are published with ``kiln-registry sync``.
@@ -110,7 +110,7 @@ def test_find_in_the_registry(published, kiln_registry, registry, fault_proxy):
     assert find(kiln_registry, registry.host, ns, "less=590-1").code == 1
     pypi = find(kiln_registry, registry.host, ns, "pypi:Requests<2.32", "--format", "json")
     assert [m["image"] for m in json.loads(pypi.out)["matches"]] == ["beta"]
-    # kiln-build's own package scan (the stand-in dpkg-query of pkgs)
+    # kiln-build's own package scan (the stand-in dpkg status file of pkgs)
     scanned = find(kiln_registry, registry.host, ns, "openssl<3.0.15", "--format", "json")
     assert scanned.code == 0, scanned.err
     assert [(m["image"], m["packages"]) for m in json.loads(scanned.out)["matches"]] == [

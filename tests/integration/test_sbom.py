@@ -1,6 +1,6 @@
 """kiln-registry sbom on the real engine and registry: CycloneDX and SPDX, validated.
 
-Images: ``pkgs`` and ``src-git`` built by kiln-build (a stand-in dpkg-query;
+Images: ``pkgs`` and ``src-git`` built by kiln-build (a stand-in dpkg status file;
 a git source), and ``alpha``/``gamma`` with hand-written kiln labels (deb and
 pypi packages, a git source at a URL, a Debian base; no kiln.packages),
 published with ``kiln-registry sync``. Every document is checked against its
