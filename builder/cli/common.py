@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from builder.errors import EXIT_INTERRUPTED, KilnError
@@ -35,16 +39,38 @@ def setup_logging(prog: str, debug: bool) -> None:
 def run(prog: str, body: Callable[[list[str]], int],
         argv: Sequence[str] | None) -> int:
     """Run a command body, turning kiln's errors into one line and an exit code."""
+    command_line = argv is None      # the process is this command (not a test calling it)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or "-d" in argv
     setup_logging(prog, debug)
     try:
-        return body(argv)
-    except KilnError as exc:
-        if debug or LOG.isEnabledFor(logging.DEBUG):
-            LOG.debug("traceback follows", exc_info=True)
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        try:
+            return body(argv)
+        except KilnError as exc:
+            if debug or LOG.isEnabledFor(logging.DEBUG):
+                LOG.debug("traceback follows", exc_info=True)
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    except KeyboardInterrupt:            # another Ctrl-C while reporting the first
         return EXIT_INTERRUPTED
+    finally:
+        if command_line:
+            _exit_at_next_interrupt()
+
+
+def _exit_at_next_interrupt() -> None:
+    """From now on a Ctrl-C ends the process at once with exit code 130.
+
+    What is left is the interpreter's shutdown, which waits for worker threads
+    still finishing an interrupted image: a Ctrl-C there would otherwise kill
+    the process by SIGINT instead of exiting with the documented 130.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))
