@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from builder.build.labels import FINGERPRINT, MANIFEST
 from tests.integration import sync_fixtures
+from tests.integration.conftest import unavailable
 from tests.integration.sync_fixtures import plain_client
 
 no_docker_login = sync_fixtures.no_docker_login
@@ -36,7 +38,12 @@ DOCKERFILES = {
 @pytest.fixture
 def debian_set(tmp_path, docker_engine):
     if docker_engine.inspect(DEBIAN) is None:
-        pytest.skip(f"no {DEBIAN} image on the engine (.ci/bootstrap-base makes it)")
+        bootstrap = Path(__file__).resolve().parents[2] / ".ci" / "bootstrap-base"
+        result = subprocess.run(["bash", str(bootstrap), DEBIAN], capture_output=True,
+                                text=True, timeout=900, check=False)
+        if result.returncode != 0 or docker_engine.inspect(DEBIAN) is None:
+            unavailable(f"cannot make {DEBIAN} with {bootstrap}: "
+                        f"{(result.stdout + result.stderr)[-1500:]}")
     root = tmp_path / "templates"
     for name, text in DOCKERFILES.items():
         (root / name).mkdir(parents=True)
