@@ -289,7 +289,11 @@ def parse_build_args(items: Sequence[str]) -> dict[str, str]:
     result = {}
     for item in items:
         match = _FIRST_KEY.match(item)
-        if match is None or match.group(1) == "=":
+        if match is None:
+            raise ConfigError(f"--build-args {item!r}: expected KEY=VALUE, or kolla-build's "
+                              f"KEY:VALUE[,KEY:VALUE...], with KEY a name of letters, "
+                              f"digits and underscores")
+        if match.group(1) == "=":
             result.update(parse_key_values([item], "--build-args"))
             continue
         try:
