@@ -41,6 +41,7 @@ class Outputs:
     save_dependency: Path | None = None
     format: str = "text"
     summary_json_file: Path | None = None
+    summary: bool = True                # print the summary at the end (--nosummary: no)
 
     @property
     def stops_before_build(self) -> bool:
@@ -135,6 +136,8 @@ class RunOptions:
     static_labels: Mapping[str, str] = field(default_factory=dict)  # OCI vendor, authors, ...
     refresh: RefreshRequest = field(default_factory=RefreshRequest)
     cache: CacheSettings | None = None     # --cache-registry
+    timeout: float = 120.0                 # seconds for a source download (--timeout)
+    engine_base_url: str | None = None     # where the engine listens; None: its default
 
 
 @dataclass(frozen=True)

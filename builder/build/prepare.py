@@ -124,7 +124,7 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
         sources: tuple[PreparedSource, ...] = ()
         spec = settings.sources.get(name)
         if spec is not None and spec.enabled:
-            sources = (prepare_source(spec, context, source_cache,
+            sources = (prepare_source(spec, context, source_cache, timeout=settings.run.timeout,
                                       source_roots=settings.source_roots),)
         if settings.run.ca_bundle is not None:
             shutil.copyfile(settings.run.ca_bundle, context / CA_BUNDLE_NAME)

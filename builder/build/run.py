@@ -19,7 +19,7 @@ from builder.build.refresh import decide_refreshes
 from builder.build.scheduler import Scheduler, SchedulerOptions, Status
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
-from builder.engines.base import Engine
+from builder.engines.base import Engine, EngineOptions
 from builder.output.progress import make_progress
 from builder.output.summary import exit_code, summarize
 from builder.plan import Plan
@@ -46,7 +46,7 @@ def run_builds(settings: BuildSettings, plan: Plan) -> RunResult:
 def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
                 logs_dir: Path) -> RunResult:
     options = settings.run
-    engine = load_engine(options.engine)
+    engine = load_engine(options.engine, EngineOptions(base_url=options.engine_base_url))
     engine.ping()
     for name in settings.sources:
         if name not in plan.templates.images:

@@ -278,7 +278,9 @@ class ImageBuilder:
         request = BuildRequest(
             image=image.name, context_dir=image.context, tags=(),
             build_args=dict(options.build_args), network_mode=options.network_mode,
-            pull=options.pull, no_cache=options.no_cache or image.refreshing)
+            # --pull: only images built on no image of the set (their bases are external)
+            pull=options.pull and not image.parents,
+            no_cache=options.no_cache or image.refreshing)
         labels = self._lookups.submit(self._labels, image)
         _write(log, f"building {image.ref} from {image.context}")
         built = self._stream(self._engine.build(request, cancel), log, image.name, cancel)

@@ -83,9 +83,11 @@ def _report(settings: BuildSettings, result: dict) -> None:
     from builder.output.summary import to_json, to_text, write_json
 
     outputs = settings.outputs
-    if outputs.format == "json":
+    if not outputs.summary:  # --nosummary
+        pass
+    elif outputs.format == "json":
         print(to_json(result))
-    else:
+    else:  # text, or kolla-build's none
         print(to_text(result))
     if outputs.summary_json_file is not None:
         write_json(result, outputs.summary_json_file)

@@ -19,6 +19,10 @@ from builder.errors import ConfigError
 
 PROJECT = "kiln"   # oslo.config looks for /etc/kiln/<prog>.conf, ~/.kiln/ ...
 
+# The keys of a source section: kiln's, and Kolla's ``version`` (read only
+# where a value says ${version}, as kolla-build reads it)
+CONFIG_SOURCE_KEYS = (*SOURCE_KEYS, "version")
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -215,7 +219,7 @@ def unread_settings(conf: cfg.ConfigOpts, source_sections: Sequence[str],
             if section == "DEFAULT":
                 known: Sequence[str] | None = options
             elif section in sources:
-                known = SOURCE_KEYS
+                known = CONFIG_SOURCE_KEYS
             elif section.endswith("-user") and kolla_api:
                 known = USER_KEYS
             else:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
 from builder.build.refresh import parse_duration
 from builder.build.sources.spec import SOURCE_KEYS, SourceSpec, parse_source
@@ -36,7 +36,7 @@ from builder.settings import (
     TemplateSettings,
 )
 from builder.templating.kolla import options as kolla
-from builder.templating.kolla.settings import kolla_naming
+from builder.templating.kolla.settings import DEBIAN_ARCHES, kolla_naming
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceS
     for section in sections:
         values = {key: conf[section][key] for key in SOURCE_KEYS
                   if conf[section][key] is not None}
+        if ":" in values.get("sha256", ""):
+            values["sha256"] = _sha256_for_arch(conf, section, values["sha256"])
         try:
             specs[section] = parse_source(section, values)
         except KilnError as exc:  # e.g. "[glance] location: missing"
@@ -63,6 +65,22 @@ def _sources(conf: cfg.ConfigOpts, sections: Sequence[str]) -> dict[str, SourceS
             raise ConfigError(exc.message, path=where.path, line=where.line,
                               hint=exc.hint) from exc
     return specs
+
+
+def _sha256_for_arch(conf: cfg.ConfigOpts, section: str, value: str) -> str:
+    """Kolla's ``sha256 = amd64:<sum>,arm64:<sum>``: the sum for the Debian arch built."""
+    arch = conf.debian_arch or DEBIAN_ARCHES[conf.base_arch]
+    where = _where(config_files(conf), section, "sha256")
+    location = {"path": where.path, "line": where.line} if where else {}
+    try:
+        sums = types.Dict()(value)
+    except ValueError as exc:
+        raise ConfigError(f"[{section}] sha256: {exc}", **location) from exc
+    if arch not in sums:
+        raise ConfigError(f"[{section}] sha256: no sum for {arch} (the Debian arch "
+                          f"built; sums are given for {', '.join(sorted(sums))})",
+                          **location)
+    return sums[arch]
 
 
 def _where(paths: Sequence[str], section: str, key: str | None) -> Setting | None:
@@ -98,6 +116,7 @@ def settings_from_conf(conf: cfg.ConfigOpts,
         save_dependency=_path(conf.save_dependency),
         format=conf.format,
         summary_json_file=_path(conf.summary_json_file),
+        summary=conf.summary,
     )
     profiles = {name: tuple(v.strip() for v in values if v.strip())
                 for name, values in _group_values(conf, "profiles").items()}
@@ -154,7 +173,7 @@ def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
                   for name in (variable, variable.lower()) if name in os.environ}
     build_args.update({k: v for k, v in _group_values(conf, "build-args").items()
                        if v is not None})
-    build_args.update(parse_key_values(conf.build_args, "--build-args"))
+    build_args.update(parse_build_args(conf.build_args))
     return RunOptions(
         engine=conf.engine,
         threads=conf.threads,
@@ -164,7 +183,7 @@ def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
         build_args=build_args,
         network_mode=conf.network_mode or None,
         pull=conf.pull,
-        no_cache=conf.nocache,
+        no_cache=not conf.cache or conf.nocache,
         ca_bundle=(_existing_file(conf.ca_bundle, "--ca-bundle")
                    if conf.ca_bundle else None),
         logs_dir=_path(conf.logs_dir),
@@ -178,6 +197,8 @@ def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
             ("licenses", conf.label_licenses), ("url", conf.label_url)) if value},
         refresh=_refresh_request(conf),
         cache=_cache_settings(conf),
+        timeout=conf.timeout,
+        engine_base_url=kolla.engine_base_url(conf),
     )
 
 
@@ -253,6 +274,37 @@ def parse_key_values(items: Sequence[str], option: str) -> dict[str, str]:
                 f"{option} {item!r}: expected KEY=VALUE with KEY a name of "
                 f"letters, digits and underscores")
         result[key] = value
+    return result
+
+
+_FIRST_KEY = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*([=:])")
+
+
+def parse_build_args(items: Sequence[str]) -> dict[str, str]:
+    """--build-args values: kiln's ``KEY=VALUE`` or kolla-build's ``KEY:VALUE[,KEY:VALUE]``.
+
+    What follows the first key tells them apart: ``=`` is kiln's form (the
+    value may hold commas and colons), ``:`` kolla-build's dict.
+    """
+    result = {}
+    for item in items:
+        match = _FIRST_KEY.match(item)
+        if match is None:
+            raise ConfigError(f"--build-args {item!r}: expected KEY=VALUE, or kolla-build's "
+                              f"KEY:VALUE[,KEY:VALUE...], with KEY a name of letters, "
+                              f"digits and underscores")
+        if match.group(1) == "=":
+            result.update(parse_key_values([item], "--build-args"))
+            continue
+        try:
+            pairs = types.Dict()(item)
+        except ValueError as exc:
+            raise ConfigError(f"--build-args {item!r}: {exc}") from exc
+        for key, value in pairs.items():
+            if not _KEY.match(key):
+                raise ConfigError(f"--build-args {item!r}: {key!r} is not a name of "
+                                  f"letters, digits and underscores")
+            result[key] = value
     return result
 
 

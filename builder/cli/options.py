@@ -18,14 +18,15 @@ from oslo_config import cfg
 
 from builder import __version__
 from builder.build.labels import DEFAULT_SECRET_ARGS
-from builder.build.sources.spec import SOURCE_KEYS
 from builder.cli.config_files import (
+    CONFIG_SOURCE_KEYS,
     PROJECT,
     config_files,
     describe_oslo_error,
     locate_bad_value,
     long_option,
     option_of_oslo_error,
+    read_settings,
     unread_settings,
 )
 from builder.cli.conversions import settings_from_conf
@@ -58,7 +59,7 @@ _cli_opts = [
     cfg.StrOpt("templates-dir",
                help="Template set used as the bottom layer instead of the "
                     "built-in templates/ (for example Kolla's docker/ tree)."),
-    cfg.MultiStrOpt("docker-dir", default=[],
+    cfg.MultiStrOpt("docker-dir", short="D", default=[],
                     help="A template layer above the built-in set; the "
                          "topmost layer's file wins for each relative path. "
                          "Repeatable, lowest first."),
@@ -71,26 +72,31 @@ _cli_opts = [
     cfg.StrOpt("work-dir",
                help="Where build contexts are rendered. Default: a new "
                     "temporary directory."),
-    cfg.StrOpt("namespace", default="kiln",
+    cfg.StrOpt("namespace", short="n", default="kiln",
                help="The namespace of image references (<registry>/"
                     "<namespace>/<prefix><name>:<tag>); also selects "
-                    "Dockerfile.<namespace>.j2 variants."),
+                    "Dockerfile.<namespace>.j2 variants. Default with "
+                    "--template-api kolla: kolla."),
     cfg.StrOpt("registry", default="",
                help="Registry host[:port] of image references; none when "
                     "empty."),
     cfg.StrOpt("image-name-prefix", default="",
                help="Prefix of every image name in references."),
-    cfg.StrOpt("tag", default="latest", help="Tag of the built images."),
+    cfg.StrOpt("tag", default="latest",
+               help="Tag of the built images. Default with --template-api "
+                    "kolla: <openstack-release>-<base>-<base-tag>."),
     cfg.BoolOpt("list-images", default=False,
                 help="Print the selected images in a valid build order."),
-    cfg.BoolOpt("list-dependencies", default=False,
+    cfg.BoolOpt("list-dependencies", short="l", default=False,
                 help="Print the dependency graph of the selected images as "
                      "JSON."),
     cfg.StrOpt("save-dependency",
                help="Write the dependency graph as Graphviz DOT to this file "
                     "(.svg or .png are rendered with dot)."),
-    cfg.StrOpt("format", default="text", choices=["text", "json"],
-               help="Output format of listings and the summary."),
+    cfg.StrOpt("format", short="f", default="text", choices=["text", "json", "none"],
+               help="Output format of listings and the summary. none "
+                    "(kolla-build's): listings and summary as text. Default "
+                    "with --template-api kolla: json, as kolla-build's."),
     cfg.StrOpt("summary-json-file",
                help="Also write the JSON summary of the run to this file."),
     cfg.BoolOpt("skip-parents", default=False,
@@ -118,7 +124,8 @@ _cli_opts = [
     cfg.IntOpt("threads", short="T", default=8, min=1,
                help="How many images build at once."),
     cfg.IntOpt("retries", short="r", default=0, min=0,
-               help="How many times a failed build or push is retried."),
+               help="How many times a failed build or push is retried. "
+                    "Default with --template-api kolla: 3."),
     cfg.BoolOpt("push", default=False,
                 help="Push each image to --registry as soon as it is built."),
     cfg.IntOpt("push-threads", default=1, min=1,
@@ -127,13 +134,17 @@ _cli_opts = [
                     help="A build argument KEY=VALUE; overrides the "
                          "[build_args] section. Repeatable. Proxy variables "
                          "(HTTP_PROXY, ...) of kiln's environment are passed "
-                         "unless set here."),
+                         "unless set here. kolla-build's form KEY:VALUE[,KEY:"
+                         "VALUE...] is read too."),
     cfg.StrOpt("network-mode",
-               help="Network mode of build containers, e.g. host."),
+               help="Network mode of build containers, e.g. host. Default "
+                    "with --template-api kolla: host, as kolla-build's. "
+                    "kolla-build's spelling --network_mode is read too."),
     cfg.BoolOpt("pull", default=False,
-                help="Try to pull a newer version of external base images."),
-    cfg.BoolOpt("nocache", default=False,
-                help="Do not use the engine's layer cache."),
+                help="Try to pull a newer version of external base images. "
+                     "Default with --template-api kolla: true."),
+    cfg.BoolOpt("cache", default=True,
+                help="Use the engine's layer cache (--nocache: do not)."),
     cfg.StrOpt("ca-bundle",
                help="A PEM file of extra CA certificates put into every build "
                     "context as kiln-ca-bundle.crt, so templates can make "
@@ -212,6 +223,12 @@ _cli_opts = [
                     "error; lenient: it renders as an empty string."),
 ]
 
+# Read from config files only: kiln's older spelling of cache = false
+_config_opts = [
+    cfg.BoolOpt("nocache", default=False,
+                help="Do not use the engine's layer cache (as cache = false)."),
+]
+
 # Sections whose keys the user chooses: an option is registered for each key
 # found in the config files. (OptGroup objects keep their options, so each
 # ConfigOpts gets new ones.)
@@ -235,13 +252,14 @@ def _free_form_groups() -> list[cfg.OptGroup]:
 
 def list_opts():
     """Entry point for oslo-config-generator."""
-    return ([(None, _cli_opts + kolla.CLI_OPTS)]
+    return ([(None, _cli_opts + kolla.CLI_OPTS + _config_opts + kolla.CONFIG_OPTS)]
             + [(group, []) for group in _free_form_groups()])
 
 
 def new_config() -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     conf.register_cli_opts(_cli_opts + kolla.CLI_OPTS)
+    conf.register_opts(_config_opts + kolla.CONFIG_OPTS)
     for group in _free_form_groups():
         conf.register_group(group)
     return conf
@@ -254,11 +272,12 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
     argparse with status 2, as every CLI does; everything else is a
     :class:`ConfigError`.
     """
-    conf = new_config()
     try:
-        _parse(conf, argv, prog)
-        source_sections = _register_free_form_keys(conf)
+        conf, source_sections = parse(argv, prog)
         for warning in unread_settings(conf, source_sections, _FREE_FORM_GROUPS):
+            LOG.warning("%s", warning)
+        for warning in kolla.warnings(conf, (setting.value for path in config_files(conf)
+                                             for setting in read_settings(path))):
             LOG.warning("%s", warning)
         return settings_from_conf(conf, source_sections)
     except cfg.Error as exc:
@@ -268,12 +287,22 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
         raise ConfigError(f"bad option value: {exc}") from exc
 
 
+def parse(argv: Sequence[str], prog: str = "kiln-build") -> tuple[cfg.ConfigOpts, list[str]]:
+    """The parsed options (kolla-build's defaults under --template-api kolla), and the
+    source sections of the config files."""
+    conf = new_config()
+    _parse(conf, argv, prog)
+    if conf.template_api == "kolla":
+        kolla.use_kolla_defaults(conf)
+    return conf, _register_free_form_keys(conf)
+
+
 def _parse(conf: cfg.ConfigOpts, argv: Sequence[str], prog: str) -> None:
     """Parse; argparse's and oslo.config's exits become one ConfigError line."""
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            conf(list(argv), project=PROJECT, prog=prog,
+            conf(_kolla_spellings(argv), project=PROJECT, prog=prog,
                  version=f"{prog} {__version__}")
     except SystemExit as exc:
         if not exc.code:  # --help, --version
@@ -291,7 +320,24 @@ def _parse(conf: cfg.ConfigOpts, argv: Sequence[str], prog: str) -> None:
         raise ConfigError(f"{message} (see {prog} --help)") from None
 
 
-_CLI_OPTS_BY_DEST = {opt.dest: opt for opt in _cli_opts + kolla.CLI_OPTS}
+# kolla-build's spelling of a kiln flag -> kiln's
+_KOLLA_FLAGS = {"--network_mode": "--network-mode"}
+
+
+def _kolla_spellings(argv: Sequence[str]) -> list[str]:
+    """The arguments with kolla-build's spelling of kiln's flags made kiln's."""
+    result = list(argv)
+    for index, arg in enumerate(result):
+        if arg == "--":
+            break
+        flag, equals, value = arg.partition("=")
+        if flag in _KOLLA_FLAGS:
+            result[index] = _KOLLA_FLAGS[flag] + equals + value
+    return result
+
+
+_CLI_OPTS_BY_DEST = {opt.dest: opt for opt in (_cli_opts + kolla.CLI_OPTS + _config_opts
+                                                + kolla.CONFIG_OPTS)}
 
 
 def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
@@ -316,6 +362,7 @@ def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
             if (section in _FREE_FORM_GROUPS or section == "DEFAULT"
                     or "type" not in values or section in source_sections):
                 continue
-            conf.register_opts([cfg.StrOpt(key) for key in SOURCE_KEYS], group=section)
+            conf.register_opts([cfg.StrOpt(key) for key in CONFIG_SOURCE_KEYS],
+                               group=section)
             source_sections.append(section)
     return source_sections

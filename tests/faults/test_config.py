@@ -107,7 +107,7 @@ def test_warnings_name_the_file_of_a_config_dir(kiln, tmp_path):
     ("threads = many", "[DEFAULT] threads = 'many': not an integer"),
     ("threads = 0", "[DEFAULT] threads = '0': should be greater than or equal to 1"),
     ("push = maybe", "[DEFAULT] push = 'maybe': unexpected boolean value 'maybe'"),
-    ("format = xml", "[DEFAULT] format = 'xml': valid values are [text, json], "
+    ("format = xml", "[DEFAULT] format = 'xml': valid values are [text, json, none], "
                      "but found 'xml'"),
 ])
 def test_bad_value_names_file_line_section_and_option(kiln, tmp_path, line, problem):

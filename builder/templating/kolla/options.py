@@ -1,4 +1,10 @@
-"""Kolla's options (oslo.config) and `[<name>-user]` sections, read into KollaSettings."""
+"""Kolla's options (oslo.config) and `[<name>-user]` sections, read into KollaSettings.
+
+Every option of kolla-build 23.0.0 is declared here or (where kiln has one of
+its own of the same name) in ``builder/cli/options.py``. Under
+``--template-api kolla`` kolla-build's defaults apply (:func:`use_kolla_defaults`);
+options kiln cannot honour are accepted with one warning each (:func:`warnings`).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +21,12 @@ from builder.errors import ConfigError
 from builder.settings import PROXY_VARIABLES
 from builder.templating.kolla.settings import (
     ARCHES,
+    BASE_IMAGES,
     DEBIAN_ARCHES,
     DISTROS,
+    KOLLA_PROFILES,
     MAINTAINER,
+    NAMESPACE,
     OPENSTACK_RELEASE,
     OPENSTACK_RELEASE_CODENAME,
     KollaSettings,
@@ -26,6 +35,9 @@ from builder.templating.kolla.settings import (
     host_arch,
     kolla_settings,
 )
+
+TARBALLS_BASE = "https://tarballs.opendev.org"
+PODMAN_BASE_URL = "unix:///run/podman/podman.sock"
 
 # Kolla passes both spellings of each proxy variable on.
 _PROXY_VARIABLES = tuple(name for upper in PROXY_VARIABLES for name in (upper.lower(), upper))
@@ -105,11 +117,136 @@ CLI_OPTS = [
                     "Default: the one that comes with the --templates-dir "
                     "tree (../template/repos.yaml of an installed kolla "
                     "package, ../kolla/template/repos.yaml of a source tree)."),
+    # kolla-build's options kiln honours in its own way, or cannot (see warnings())
+    cfg.BoolOpt("buildkit", default=True,
+                help="kolla-build: build with Docker BuildKit. kiln builds with "
+                     "each engine's own API (docker: the classic builder); "
+                     "--buildkit is accepted with a warning."),
+    cfg.StrOpt("buildkit-builder",
+               help="kolla-build: the docker buildx builder. Accepted with a "
+                    "warning: kiln does not use buildx."),
+    cfg.StrOpt("platform",
+               help="kolla-build: the platform of a cross-compile build. "
+                    "Accepted with a warning: kiln builds for the engine's "
+                    "own platform."),
+    cfg.BoolOpt("squash", default=False,
+                help="kolla-build: squash the image layers. Accepted with a "
+                     "warning: kiln keeps the layers (they are its cache)."),
+    cfg.BoolOpt("keep", default=False,
+                help="kolla-build: keep failed intermediate containers. "
+                     "Accepted with a warning: kiln removes them (the build "
+                     "log keeps the output)."),
+    cfg.BoolOpt("summary", default=True,
+                help="Print the summary of the run at the end (--nosummary: "
+                     "do not)."),
+    cfg.IntOpt("timeout", default=120,
+               help="Time in seconds after which a source download (url or "
+                    "git source) times out."),
+    cfg.StrOpt("tarballs-base", default=TARBALLS_BASE,
+               help="Base URL of OpenStack tarballs, for $tarballs_base in "
+                    "config values (kiln has no built-in source sections)."),
+    cfg.StrOpt("locals-base", default="./",
+               help="kolla-build: base directory for local sources, for "
+                    "$locals_base in config values."),
+    cfg.StrOpt("podman_base_url", default=PODMAN_BASE_URL,
+               help="The podman socket kiln talks to with --engine podman, "
+                    "when given (else podman's own default)."),
     cfg.StrOpt("kolla-version",
                help="The kolla_version label. Default: the version of the "
                     "kolla package holding --templates-dir, or the short "
                     "commit of a Kolla git checkout, as kolla-build says."),
 ]
+
+
+# Read from config files only, as kolla-build does.
+CONFIG_OPTS = [
+    cfg.BoolOpt("squash-cleanup", default=True,
+                help="kolla-build: remove the source image after squashing. "
+                     "Accepted with a warning: kiln does not squash."),
+    cfg.StrOpt("squash-tmp-dir",
+               help="kolla-build: temporary directory used while squashing. "
+                    "Accepted with a warning: kiln does not squash."),
+]
+
+# kiln's options whose default under --template-api kolla is kolla-build's
+KOLLA_DEFAULTS = {"namespace": NAMESPACE, "network_mode": "host", "retries": 3,
+                  "pull": True, "format": "json"}
+
+
+def use_kolla_defaults(conf: cfg.ConfigOpts) -> None:
+    """kolla-build's defaults, for options the command line and config leave out.
+
+    The computed ones as kolla-build computes them (base tag, tag, branches,
+    Debian arch), and Kolla's [profiles]; a config file's profile of the same
+    name wins.
+    """
+    for name, value in KOLLA_DEFAULTS.items():
+        conf.set_default(name, value)
+    base_tag = conf.base_tag or BASE_IMAGES[conf.base][1]
+    conf.set_default("base_tag", base_tag)
+    conf.set_default("tag", f"{conf.openstack_release}-{conf.base}-{base_tag}")
+    branch = ("master" if conf.openstack_release == "master"
+              else f"stable-{conf.openstack_release}")
+    conf.set_default("openstack_branch", branch)
+    conf.set_default("openstack_branch_slashed", branch.replace("-", "/"))
+    conf.set_default("debian_arch", DEBIAN_ARCHES[conf.base_arch])
+    for name, images in KOLLA_PROFILES.items():
+        if name not in conf.profiles:
+            conf.register_opt(cfg.ListOpt(name, default=list(images)), group="profiles")
+
+
+def warnings(conf: cfg.ConfigOpts, config_values: Iterable[str]) -> list[str]:
+    """One warning per kolla-build option given that kiln cannot honour.
+
+    ``config_values`` are the raw values of the config files (for the
+    ``$tarballs_base`` / ``$locals_base`` they may refer to).
+    """
+    found = []
+
+    def given(name: str) -> bool:
+        return _given(conf, name)
+
+    if given("buildkit") and conf.buildkit:
+        found.append("--buildkit: kiln builds with each engine's own API (docker: the "
+                     "classic builder, not BuildKit); building without BuildKit")
+    if given("buildkit_builder"):
+        found.append("--buildkit-builder: kiln does not use docker buildx builders; "
+                     "ignored")
+    if given("platform"):
+        found.append(f"--platform {conf.platform}: kiln builds for the engine's own "
+                     f"platform; ignored")
+    if given("squash") and conf.squash:
+        found.append("--squash: kiln does not squash layers (they are its layer cache "
+                     "and what its fingerprints reuse); building without squashing")
+    for name in ("squash_cleanup", "squash_tmp_dir"):
+        if given(name):
+            found.append(f"{name}: kiln does not squash layers; ignored")
+    if given("keep") and conf.keep:
+        found.append("--keep: kiln always removes the intermediate containers of a failed "
+                     "build (its log keeps the output); ignored")
+    text = "\n".join(config_values)
+    for name, why in (("tarballs_base", "kiln has no built-in source sections"),
+                      ("locals_base", "kolla-build 23.0.0 itself reads it nowhere")):
+        if given(name) and f"${name}" not in text and f"${{{name}}}" not in text:
+            found.append(f"--{name.replace('_', '-')}: {why}; kiln uses it only where a "
+                         f"config value says ${name} (none does); ignored")
+    if given("podman_base_url") and conf.engine != "podman":
+        found.append(f"--podman_base_url: used only with --engine podman (the engine is "
+                     f"{conf.engine}); ignored")
+    return found
+
+
+def _given(conf: cfg.ConfigOpts, name: str) -> bool:
+    """Whether the command line or a config file sets the option."""
+    where = conf.get_location(name)
+    return where is not None and where.location.is_user_controlled
+
+
+def engine_base_url(conf: cfg.ConfigOpts) -> str | None:
+    """--podman_base_url when given for the podman engine; None: the engine's default."""
+    if conf.engine == "podman" and _given(conf, "podman_base_url"):
+        return conf.podman_base_url
+    return None
 
 
 def settings_from_conf(conf: cfg.ConfigOpts) -> KollaSettings:

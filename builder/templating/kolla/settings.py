@@ -38,6 +38,20 @@ OPENSTACK_RELEASE = "2026.2"
 OPENSTACK_RELEASE_CODENAME = "Hibiscus"
 MAINTAINER = "Kolla Project (https://launchpad.net/kolla)"
 NAMESPACE = "kolla"
+# kolla-build's [profiles]: name -> image regular expressions
+KOLLA_PROFILES = {
+    "infra": ("cron", "etcd", "fluentd", "haproxy", "hacluster", "keepalived",
+              "kolla-toolbox", "letsencrypt", "mariadb", "memcached", "opensearch",
+              "openvswitch", "proxysql", "rabbitmq", "tgtd", "valkey"),
+    "main": ("ceilometer", "cinder", "glance", "heat", "horizon", "iscsi", "keystone",
+             "neutron", "nova-", "placement"),
+    "aux": ("aodh", "blazar", "cloudkitty", "designate", "gnocchi", "ironic", "kerbside",
+            "magnum", "manila", "masakari", "mistral", "octavia", "tacker", "trove",
+            "valkey"),
+    "default": ("cron", "kolla-toolbox", "fluentd", "glance", "haproxy", "heat", "horizon",
+                "keepalived", "keystone", "mariadb", "memcached", "neutron", "nova-",
+                "placement", "proxysql", "openvswitch", "rabbitmq"),
+}
 
 # Kolla's service users: "name id" pairs, uid = gid = id; the group is the
 # user's name unless _USER_GROUPS says otherwise. [<name>-user] sections of
