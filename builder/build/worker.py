@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -58,6 +59,8 @@ from builder.settings import RunOptions
 LOG = logging.getLogger(__name__)
 SCAN_TIMEOUT = 300      # seconds the package scan may take
 SCAN_SHELL = "/bin/sh"
+PULL_THREADS = 8        # cached images pulled at once (the engine shares their layers)
+WAIT_POLL = 0.5         # seconds between looks at the run's cancel event while waiting
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,12 @@ class ImageBuilder:
         job.logs_dir.mkdir(parents=True, exist_ok=True)
         # looks up the parents' ids while the image builds (they are built already)
         self._lookups = ThreadPoolExecutor(2, "kiln-labels")
-        # cached images pulled (or being pulled) into the engine, one lock each
+        # cached images: their pulls by digest (started ahead by fetch_needed,
+        # or when first needed), and the ones tagged as their reference since
         self._pull_lock = threading.Lock()
-        self._pulls: dict[str, threading.Lock] = {}
+        self._fetches: dict[str, Future] = {}
+        self._fetcher: ThreadPoolExecutor | None = None
+        self._fetch_cancel = threading.Event()
         self._pulled: set[str] = set()
 
     @property
@@ -122,6 +128,33 @@ class ImageBuilder:
     def use_job(self, job: BuildJob) -> None:
         """Replace the job before the run starts (e.g. with the cache's entries)."""
         self._job = job
+
+    def fetch_needed(self) -> frozenset[str]:
+        """Start pulling, all at once, the cached images this run needs locally.
+
+        Those are the cached images wanted by name (or to push) and the
+        cached parents of the images built here; not a parent only because
+        its cached child is pulled (the child's pull brings the layers it
+        needs). A pull does not wait for the image's parents: the image's
+        build step waits for its own pull only, and tags it.
+        """
+        job = self._job
+        built_here = [image for name, image in job.images.items() if name not in job.cached
+                      and (image.refreshing or self._complete_image(image) is None)]
+        needed = ({name for name in job.wanted if name in job.cached}
+                  | {parent for image in built_here for parent in image.parents
+                     if parent in job.cached})
+        for name in sorted(needed):
+            self._fetch(name)
+        return frozenset(needed)
+
+    def close(self) -> None:
+        """Stop the pulls of cached images nothing waits for any more (the run is over)."""
+        self._fetch_cancel.set()
+        with self._pull_lock:
+            fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            fetcher.shutdown(wait=False, cancel_futures=True)
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
@@ -191,6 +224,8 @@ class ImageBuilder:
                 _write(log, f"cannot use {entry.ref}: {exc}; building")
                 LOG.warning("image %s: cache entry %s could not be pulled (%s); building it",
                             image.name, entry.ref, exc.message)
+                with self._pull_lock:    # built here: its children need not pull it
+                    self._pulled.add(image.name)
                 return None
         return WorkResult(True, image_id=entry.image_id, status=Status.CACHED)
 
@@ -201,19 +236,52 @@ class ImageBuilder:
             self._pull_cached(parent, log, cancel)
 
     def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
-        """Pull a cached image by digest and tag it as its target reference (once)."""
+        """Have a cached image in the engine, tagged as its target reference (once).
+
+        Waits for its pull by digest (started ahead, or now).
+        """
         entry = self._job.cached.get(name)
         if entry is None:
             return
         with self._pull_lock:
-            lock = self._pulls.setdefault(name, threading.Lock())
-        with lock:
             if name in self._pulled:
                 return
-            image = self._job.images[name]
-            _write(log, f"pulling {entry.pull_ref} (cache entry {entry.ref}) as {image.ref}")
+        future = self._fetch(name)
+        while True:
             try:
-                self._stream(self._engine.pull(entry.pull_ref), log, name, cancel)
+                image_id = future.result(timeout=WAIT_POLL)
+                break
+            except FutureTimeout:
+                if cancel.is_set():
+                    self._fetch_cancel.set()
+                    raise BuildCancelled(f"image {name!r}: interrupted") from None
+        image = self._job.images[name]
+        with self._pull_lock:
+            if name in self._pulled:
+                return
+            self._engine.tag(image_id, image.ref)
+            self._pulled.add(name)
+        _write(log, f"pulled {entry.pull_ref} as {image_id}; tagged {image.ref}")
+
+    def _fetch(self, name: str) -> Future:
+        """The pull of a cached image by digest, started if it was not (its id, or KilnError)."""
+        with self._pull_lock:
+            future = self._fetches.get(name)
+            if future is None:
+                if self._fetcher is None:
+                    self._fetcher = ThreadPoolExecutor(PULL_THREADS, "kiln-pull")
+                future = self._fetches[name] = self._fetcher.submit(self._pull_by_digest,
+                                                                     name)
+            return future
+
+    def _pull_by_digest(self, name: str) -> str:
+        """Pull a cached image by its digest and check its fingerprint; its id."""
+        entry, image = self._job.cached[name], self._job.images[name]
+        with open(self.log_path(name), "a", encoding="utf-8") as log:
+            _write(log, f"pulling {entry.pull_ref} (cache entry {entry.ref})")
+            try:
+                self._stream(self._engine.pull(entry.pull_ref), log, name,
+                             self._fetch_cancel)
             except BuildCancelled:
                 raise
             except KilnError as exc:
@@ -223,9 +291,7 @@ class ImageBuilder:
             if info is None or not is_complete(info.labels, image.fingerprint):
                 raise KilnError(f"image {name!r}: the image pulled from {entry.ref} does not "
                                 f"carry fingerprint {image.fingerprint}")
-            self._engine.tag(info.id, image.ref)
-            _write(log, f"pulled {entry.pull_ref} as {info.id}; tagged {image.ref}")
-            self._pulled.add(name)
+            return info.id
 
     def _to_cache(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> None:
         """Push a built image to the cache under its fingerprint tag.
