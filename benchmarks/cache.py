@@ -83,16 +83,23 @@ def write_set(tmp: Path, images: int, seconds: float) -> Path:
     return templates
 
 
+def set_images(namespace: str) -> list[str]:
+    """The ids of the engine's images with a reference in the set's namespace
+    (a tag, or a digest reference a push to or pull from the cache leaves)."""
+    listed = subprocess.run([DOCKER, "images", "--no-trunc", "--format",
+                             "{{.Repository}} {{.ID}}"],
+                            capture_output=True, text=True, check=True)
+    return sorted({line.split()[1] for line in listed.stdout.splitlines()
+                   if line.split()[0].split("/")[-2:-1] == [namespace]})
+
+
 def remove_set(namespace: str) -> None:
-    """Every image of the set, children first (a parent with children is only untagged)."""
+    """Every image of the set, by id (all its references), children first."""
     for _ in range(10):
-        listed = subprocess.run([DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}",
-                                 "--filter", f"reference={namespace}/*"],
-                                capture_output=True, text=True)
-        refs = sorted(set(listed.stdout.split()), reverse=True)
-        if not refs:
+        ids = set_images(namespace)
+        if not ids:
             return
-        subprocess.run([DOCKER, "rmi", "-f", *refs], stdout=subprocess.DEVNULL,
+        subprocess.run([DOCKER, "rmi", "-f", *ids], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
 
@@ -135,6 +142,8 @@ def main() -> None:
             job_a = run([*common, *cached])
             a_requests = caches[-1].requests_made
             remove_set(namespace)
+            if left := set_images(namespace):
+                raise SystemExit(f"the engine still holds images of the set: {left}")
             job_b = run([*common, *cached])
             b_requests = caches[-1].requests_made
         finally:
