@@ -7,7 +7,7 @@ made per image: per miss in job A (target: exactly 1), per cached image in
 job B. Target: job B <= 0.25 x scratch for images that take >= 2 s each.
 
 Needs the Docker daemon, /usr/bin/busybox and ``docker-registry`` on PATH.
-``python benchmarks/cache.py [--images 20] [--seconds 2]``
+``python benchmarks/cache.py [--images 20] [--seconds 2] [--shape tree|chain]``
 """
 
 from __future__ import annotations
@@ -67,15 +67,23 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("docker-registry did not start")
 
 
-def write_set(tmp: Path, images: int, seconds: float) -> Path:
-    """base plus ``images`` children of it, in two levels; each RUN takes ``seconds``."""
+def write_set(tmp: Path, images: int, seconds: float, shape: str = "tree") -> Path:
+    """base plus ``images`` images; each RUN takes ``seconds``.
+
+    ``tree``: children of base and grandchildren (three levels); ``chain``:
+    each image built on the one before (the worst case for pulling cached
+    images one parent after another).
+    """
     templates = tmp / "templates"
     (templates / "base").mkdir(parents=True)
     (templates / "base" / "Dockerfile.j2").write_text(
         f"FROM {{{{ busybox }}}}\nRUN sleep {seconds} && echo base > /base.txt\n")
     for number in range(images):
         name = f"img{number:03d}"
-        parent = "base" if number < images // 2 else f"img{number - images // 2:03d}"
+        if shape == "chain":
+            parent = f"img{number - 1:03d}" if number else "base"
+        else:
+            parent = "base" if number < images // 2 else f"img{number - images // 2:03d}"
         (templates / name).mkdir()
         (templates / name / "Dockerfile.j2").write_text(
             f'FROM {{{{ image_ref("{parent}") }}}}\n'
@@ -116,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--shape", choices=["tree", "chain"], default="tree")
     options = parser.parse_args()
     caches: list = []
     original = cache_module.RegistryCache.__init__
@@ -128,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kiln-bench-cache-") as scratch:
         tmp = Path(scratch)
         base = make_base(tmp)
-        templates = write_set(tmp, options.images, options.seconds)
+        templates = write_set(tmp, options.images, options.seconds, options.shape)
         namespace = f"kiln-bench-{uuid.uuid4().hex[:8]}"
         process, host = start_registry(tmp)
         common = ["--templates-dir", templates, "--namespace", namespace,
@@ -150,7 +159,7 @@ def main() -> None:
             remove_set(namespace)
             process.terminate()
             process.wait(timeout=10)
-    print(f"{count} images, each RUN {options.seconds:g} s, 8 threads")
+    print(f"{count} images ({options.shape}), each RUN {options.seconds:g} s, 8 threads")
     print(f"scratch build (emptied engine, no cache): {scratch_time:.1f} s")
     print(f"job A (builds, pushes to the cache):      {job_a:.1f} s "
           f"({job_a / scratch_time:.2f} x scratch); {a_requests / count:.2f} "
