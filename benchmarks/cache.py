@@ -102,13 +102,16 @@ def set_images(namespace: str) -> list[str]:
 
 
 def remove_set(namespace: str) -> None:
-    """Every image of the set, by id (all its references), children first."""
-    for _ in range(10):
-        ids = set_images(namespace)
-        if not ids:
-            return
+    """Every image of the set, by id (all its references): a round removes the
+    images without children (a parent with children is refused), so a chain
+    takes as many rounds as it is long."""
+    ids = set_images(namespace)
+    while ids:
         subprocess.run([DOCKER, "rmi", "-f", *ids], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+        ids, before = set_images(namespace), ids
+        if ids == before:
+            raise SystemExit(f"cannot remove the images of the set: {ids}")
 
 
 def run(args: list) -> float:
