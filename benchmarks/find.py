@@ -8,8 +8,8 @@ images (default 200), each `<ns>/imgNNN` tagged `T-1` and `T`: the layers of
 the local `debian:bookworm-slim` (pushed once by the engine, then mounted into
 every repository), and a config of its own whose labels are what kiln-build
 stamps: `kiln.fingerprint`, `kiln.packages.scan` and a `kiln.packages` of a
-Kolla service image's size (the base's real dpkg list plus 250 Python
-distributions, ~20 KB). Every other image has an older libssl3, so the query
+Kolla service image's size (the base's real dpkg list, 300 more deb
+packages and 250 Python distributions: ~20 KB). Every other image has an older libssl3, so the query
 `libssl3<3.0.15-1~deb12u1` must list exactly N/2 images (checked).
 
 Timed, each from process start to exit:
@@ -88,11 +88,14 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
 
 
 def base_packages() -> dict[str, dict[str, str]]:
-    """The base's real dpkg list and 250 Python distributions, like a Kolla service image."""
+    """The base's real dpkg list, 300 more deb packages and 250 Python distributions:
+    about what a Kolla service image holds."""
     listed = subprocess.run([DOCKER, "run", "--rm", "--network", "none", BASE, "dpkg-query",
                              "-W", "-f=${Package} ${Version}\\n"], capture_output=True,
                             text=True, check=True).stdout
     deb = dict(line.split(" ", 1) for line in listed.splitlines() if line.strip())
+    deb.update({f"libkolla-dep{n:03d}": f"{n % 9}.{n % 13}-{n % 4 + 1}+deb12u1"
+                for n in range(300)})
     pypi = {f"openstack-lib-{n:03d}": f"{n % 30}.{n % 7}.{n % 11}" for n in range(250)}
     return {"deb": deb, "pypi": pypi}
 
