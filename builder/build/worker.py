@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -45,6 +44,7 @@ from builder.build.labels import (
     scan_finished,
 )
 from builder.build.prepare import PreparedImage
+from builder.build.pulls import CachePulls
 from builder.build.scheduler import Status, WorkResult
 from builder.engines.base import (
     BuildRequest,
@@ -59,8 +59,6 @@ from builder.settings import RunOptions
 LOG = logging.getLogger(__name__)
 SCAN_TIMEOUT = 300      # seconds the package scan may take
 SCAN_SHELL = "/bin/sh"
-PULL_THREADS = 8        # cached images pulled at once (the engine shares their layers)
-WAIT_POLL = 0.5         # seconds between looks at the run's cancel event while waiting
 
 
 @dataclass(frozen=True)
@@ -113,13 +111,8 @@ class ImageBuilder:
         job.logs_dir.mkdir(parents=True, exist_ok=True)
         # looks up the parents' ids while the image builds (they are built already)
         self._lookups = ThreadPoolExecutor(2, "kiln-labels")
-        # cached images: their pulls by digest (started ahead by fetch_needed,
-        # or when first needed), and the ones tagged as their reference since
-        self._pull_lock = threading.Lock()
-        self._fetches: dict[str, Future] = {}
-        self._fetcher: ThreadPoolExecutor | None = None
-        self._fetch_cancel = threading.Event()
-        self._pulled: set[str] = set()
+        # cached images pulled into the engine (ahead by fetch_needed, or when needed)
+        self._pulls = CachePulls(engine, self.log_path, self._stream)
 
     @property
     def job(self) -> BuildJob:
@@ -145,16 +138,12 @@ class ImageBuilder:
                   | {parent for image in built_here for parent in image.parents
                      if parent in job.cached})
         for name in sorted(needed):
-            self._fetch(name)
+            self._pulls.start(job.images[name], job.cached[name])
         return frozenset(needed)
 
     def close(self) -> None:
         """Stop the pulls of cached images nothing waits for any more (the run is over)."""
-        self._fetch_cancel.set()
-        with self._pull_lock:
-            fetcher, self._fetcher = self._fetcher, None
-        if fetcher is not None:
-            fetcher.shutdown(wait=False, cancel_futures=True)
+        self._pulls.close()
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
@@ -224,8 +213,7 @@ class ImageBuilder:
                 _write(log, f"cannot use {entry.ref}: {exc}; building")
                 LOG.warning("image %s: cache entry %s could not be pulled (%s); building it",
                             image.name, entry.ref, exc.message)
-                with self._pull_lock:    # built here: its children need not pull it
-                    self._pulled.add(image.name)
+                self._pulls.built_here(image.name)   # its children need not pull it
                 return None
         return WorkResult(True, image_id=entry.image_id, status=Status.CACHED)
 
@@ -236,62 +224,10 @@ class ImageBuilder:
             self._pull_cached(parent, log, cancel)
 
     def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
-        """Have a cached image in the engine, tagged as its target reference (once).
-
-        Waits for its pull by digest (started ahead, or now).
-        """
+        """Have a cached image in the engine, tagged as its target reference (once)."""
         entry = self._job.cached.get(name)
-        if entry is None:
-            return
-        with self._pull_lock:
-            if name in self._pulled:
-                return
-        future = self._fetch(name)
-        while True:
-            try:
-                image_id = future.result(timeout=WAIT_POLL)
-                break
-            except FutureTimeout:
-                if cancel.is_set():
-                    self._fetch_cancel.set()
-                    raise BuildCancelled(f"image {name!r}: interrupted") from None
-        image = self._job.images[name]
-        with self._pull_lock:
-            if name in self._pulled:
-                return
-            self._engine.tag(image_id, image.ref)
-            self._pulled.add(name)
-        _write(log, f"pulled {entry.pull_ref} as {image_id}; tagged {image.ref}")
-
-    def _fetch(self, name: str) -> Future:
-        """The pull of a cached image by digest, started if it was not (its id, or KilnError)."""
-        with self._pull_lock:
-            future = self._fetches.get(name)
-            if future is None:
-                if self._fetcher is None:
-                    self._fetcher = ThreadPoolExecutor(PULL_THREADS, "kiln-pull")
-                future = self._fetches[name] = self._fetcher.submit(self._pull_by_digest,
-                                                                     name)
-            return future
-
-    def _pull_by_digest(self, name: str) -> str:
-        """Pull a cached image by its digest and check its fingerprint; its id."""
-        entry, image = self._job.cached[name], self._job.images[name]
-        with open(self.log_path(name), "a", encoding="utf-8") as log:
-            _write(log, f"pulling {entry.pull_ref} (cache entry {entry.ref})")
-            try:
-                self._stream(self._engine.pull(entry.pull_ref), log, name,
-                             self._fetch_cancel)
-            except BuildCancelled:
-                raise
-            except KilnError as exc:
-                raise KilnError(f"image {name!r}: pulling it from the cache registry "
-                                f"failed: {exc.message}") from exc
-            info = self._engine.inspect(entry.pull_ref)
-            if info is None or not is_complete(info.labels, image.fingerprint):
-                raise KilnError(f"image {name!r}: the image pulled from {entry.ref} does not "
-                                f"carry fingerprint {image.fingerprint}")
-            return info.id
+        if entry is not None:
+            self._pulls.have(self._job.images[name], entry, log, cancel)
 
     def _to_cache(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> None:
         """Push a built image to the cache under its fingerprint tag.
