@@ -4,7 +4,7 @@
 # Safe to run again; run as root or as a user with sudo.
 set -euo pipefail
 
-PACKAGES=(docker.io docker-registry skopeo busybox-static graphviz git apache2-utils
+PACKAGES=(docker.io docker-registry skopeo busybox-static graphviz git apache2-utils rpm
           debootstrap python3-venv podman buildah)
 DOCKER=/usr/bin/docker
 DOCKERD=/usr/sbin/dockerd

@@ -7,7 +7,7 @@ made per image: per miss in job A (target: exactly 1), per cached image in
 job B. Target: job B <= 0.25 x scratch for images that take >= 2 s each.
 
 Needs the Docker daemon, /usr/bin/busybox and ``docker-registry`` on PATH.
-``python benchmarks/cache.py [--images 20] [--seconds 2]``
+``python benchmarks/cache.py [--images 20] [--seconds 2] [--shape tree|chain]``
 """
 
 from __future__ import annotations
@@ -67,15 +67,23 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("docker-registry did not start")
 
 
-def write_set(tmp: Path, images: int, seconds: float) -> Path:
-    """base plus ``images`` children of it, in two levels; each RUN takes ``seconds``."""
+def write_set(tmp: Path, images: int, seconds: float, shape: str = "tree") -> Path:
+    """base plus ``images`` images; each RUN takes ``seconds``.
+
+    ``tree``: children of base and grandchildren (three levels); ``chain``:
+    each image built on the one before (the worst case for pulling cached
+    images one parent after another).
+    """
     templates = tmp / "templates"
     (templates / "base").mkdir(parents=True)
     (templates / "base" / "Dockerfile.j2").write_text(
         f"FROM {{{{ busybox }}}}\nRUN sleep {seconds} && echo base > /base.txt\n")
     for number in range(images):
         name = f"img{number:03d}"
-        parent = "base" if number < images // 2 else f"img{number - images // 2:03d}"
+        if shape == "chain":
+            parent = f"img{number - 1:03d}" if number else "base"
+        else:
+            parent = "base" if number < images // 2 else f"img{number - images // 2:03d}"
         (templates / name).mkdir()
         (templates / name / "Dockerfile.j2").write_text(
             f'FROM {{{{ image_ref("{parent}") }}}}\n'
@@ -83,17 +91,27 @@ def write_set(tmp: Path, images: int, seconds: float) -> Path:
     return templates
 
 
+def set_images(namespace: str) -> list[str]:
+    """The ids of the engine's images with a reference in the set's namespace
+    (a tag, or a digest reference a push to or pull from the cache leaves)."""
+    listed = subprocess.run([DOCKER, "images", "--no-trunc", "--format",
+                             "{{.Repository}} {{.ID}}"],
+                            capture_output=True, text=True, check=True)
+    return sorted({line.split()[1] for line in listed.stdout.splitlines()
+                   if line.split()[0].split("/")[-2:-1] == [namespace]})
+
+
 def remove_set(namespace: str) -> None:
-    """Every image of the set, children first (a parent with children is only untagged)."""
-    for _ in range(10):
-        listed = subprocess.run([DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}",
-                                 "--filter", f"reference={namespace}/*"],
-                                capture_output=True, text=True)
-        refs = sorted(set(listed.stdout.split()), reverse=True)
-        if not refs:
-            return
-        subprocess.run([DOCKER, "rmi", "-f", *refs], stdout=subprocess.DEVNULL,
+    """Every image of the set, by id (all its references): a round removes the
+    images without children (a parent with children is refused), so a chain
+    takes as many rounds as it is long."""
+    ids = set_images(namespace)
+    while ids:
+        subprocess.run([DOCKER, "rmi", "-f", *ids], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+        ids, before = set_images(namespace), ids
+        if ids == before:
+            raise SystemExit(f"cannot remove the images of the set: {ids}")
 
 
 def run(args: list) -> float:
@@ -109,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--shape", choices=["tree", "chain"], default="tree")
     options = parser.parse_args()
     caches: list = []
     original = cache_module.RegistryCache.__init__
@@ -121,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kiln-bench-cache-") as scratch:
         tmp = Path(scratch)
         base = make_base(tmp)
-        templates = write_set(tmp, options.images, options.seconds)
+        templates = write_set(tmp, options.images, options.seconds, options.shape)
         namespace = f"kiln-bench-{uuid.uuid4().hex[:8]}"
         process, host = start_registry(tmp)
         common = ["--templates-dir", templates, "--namespace", namespace,
@@ -135,13 +154,15 @@ def main() -> None:
             job_a = run([*common, *cached])
             a_requests = caches[-1].requests_made
             remove_set(namespace)
+            if left := set_images(namespace):
+                raise SystemExit(f"the engine still holds images of the set: {left}")
             job_b = run([*common, *cached])
             b_requests = caches[-1].requests_made
         finally:
             remove_set(namespace)
             process.terminate()
             process.wait(timeout=10)
-    print(f"{count} images, each RUN {options.seconds:g} s, 8 threads")
+    print(f"{count} images ({options.shape}), each RUN {options.seconds:g} s, 8 threads")
     print(f"scratch build (emptied engine, no cache): {scratch_time:.1f} s")
     print(f"job A (builds, pushes to the cache):      {job_a:.1f} s "
           f"({job_a / scratch_time:.2f} x scratch); {a_requests / count:.2f} "

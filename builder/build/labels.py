@@ -205,14 +205,16 @@ def is_complete(labels: Mapping[str, str], fingerprint: str | None = None) -> bo
 # Run inside a built image (by /bin/sh, with no network) when its packages
 # cannot be read from its files (builder.build.imagefiles): prints
 # "<kind> <name> <version>" per package, then SCAN_END: output without it
-# comes from a scan that did not run to its end.
+# comes from a scan that did not run to its end. An rpm version is
+# [EPOCH:]VERSION-RELEASE, the epoch written only when the package has one
+# (as dnf shows it), so that find compares it by rpm's rules.
 SCAN_END = "kiln-package-scan-end"
 PACKAGE_SCAN = r"""
 if command -v dpkg-query >/dev/null 2>&1; then
   dpkg-query -W -f='deb ${Package} ${Version}\n' 2>/dev/null
 fi
 if command -v rpm >/dev/null 2>&1; then
-  rpm -qa --qf 'rpm %{NAME} %{VERSION}-%{RELEASE}\n' 2>/dev/null
+  rpm -qa --qf 'rpm %{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\n' 2>/dev/null
 fi
 if command -v apk >/dev/null 2>&1; then
   apk info -v 2>/dev/null | sed 's/^/apk /'

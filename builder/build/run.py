@@ -89,6 +89,8 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
         except KeyboardInterrupt:
             interrupted = True
             outcomes = scheduler.outcomes()
+        finally:
+            builder.close()
     save_durations(history, {settings.naming.repository(name): outcome.duration
                              for name, outcome in outcomes.items()
                              if outcome.build_status is Status.BUILT})
@@ -124,6 +126,9 @@ def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: Bu
     builder.use_job(dataclasses.replace(
         job, cache=cache, cached=cached, wanted=wanted,
         push_registry=settings.naming.registry if options.push else ""))
+    pulls = builder.fetch_needed()
+    if pulls:
+        LOG.info("pulling the %d cached image(s) this run needs locally", len(pulls))
     return cache
 
 

@@ -44,6 +44,7 @@ from builder.build.labels import (
     scan_finished,
 )
 from builder.build.prepare import PreparedImage
+from builder.build.pulls import CachePulls
 from builder.build.scheduler import Status, WorkResult
 from builder.engines.base import (
     BuildRequest,
@@ -110,10 +111,8 @@ class ImageBuilder:
         job.logs_dir.mkdir(parents=True, exist_ok=True)
         # looks up the parents' ids while the image builds (they are built already)
         self._lookups = ThreadPoolExecutor(2, "kiln-labels")
-        # cached images pulled (or being pulled) into the engine, one lock each
-        self._pull_lock = threading.Lock()
-        self._pulls: dict[str, threading.Lock] = {}
-        self._pulled: set[str] = set()
+        # cached images pulled into the engine (ahead by fetch_needed, or when needed)
+        self._pulls = CachePulls(engine, self.log_path, self._stream)
 
     @property
     def job(self) -> BuildJob:
@@ -122,6 +121,29 @@ class ImageBuilder:
     def use_job(self, job: BuildJob) -> None:
         """Replace the job before the run starts (e.g. with the cache's entries)."""
         self._job = job
+
+    def fetch_needed(self) -> frozenset[str]:
+        """Start pulling, all at once, the cached images this run needs locally.
+
+        Those are the cached images wanted by name (or to push) and the
+        cached parents of the images built here; not a parent only because
+        its cached child is pulled (the child's pull brings the layers it
+        needs). A pull does not wait for the image's parents: the image's
+        build step waits for its own pull only, and tags it.
+        """
+        job = self._job
+        built_here = [image for name, image in job.images.items() if name not in job.cached
+                      and (image.refreshing or self._complete_image(image) is None)]
+        needed = ({name for name in job.wanted if name in job.cached}
+                  | {parent for image in built_here for parent in image.parents
+                     if parent in job.cached})
+        for name in sorted(needed):
+            self._pulls.start(job.images[name], job.cached[name])
+        return frozenset(needed)
+
+    def close(self) -> None:
+        """Stop the pulls of cached images nothing waits for any more (the run is over)."""
+        self._pulls.close()
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
@@ -191,6 +213,7 @@ class ImageBuilder:
                 _write(log, f"cannot use {entry.ref}: {exc}; building")
                 LOG.warning("image %s: cache entry %s could not be pulled (%s); building it",
                             image.name, entry.ref, exc.message)
+                self._pulls.built_here(image.name)   # its children need not pull it
                 return None
         return WorkResult(True, image_id=entry.image_id, status=Status.CACHED)
 
@@ -201,31 +224,10 @@ class ImageBuilder:
             self._pull_cached(parent, log, cancel)
 
     def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
-        """Pull a cached image by digest and tag it as its target reference (once)."""
+        """Have a cached image in the engine, tagged as its target reference (once)."""
         entry = self._job.cached.get(name)
-        if entry is None:
-            return
-        with self._pull_lock:
-            lock = self._pulls.setdefault(name, threading.Lock())
-        with lock:
-            if name in self._pulled:
-                return
-            image = self._job.images[name]
-            _write(log, f"pulling {entry.pull_ref} (cache entry {entry.ref}) as {image.ref}")
-            try:
-                self._stream(self._engine.pull(entry.pull_ref), log, name, cancel)
-            except BuildCancelled:
-                raise
-            except KilnError as exc:
-                raise KilnError(f"image {name!r}: pulling it from the cache registry "
-                                f"failed: {exc.message}") from exc
-            info = self._engine.inspect(entry.pull_ref)
-            if info is None or not is_complete(info.labels, image.fingerprint):
-                raise KilnError(f"image {name!r}: the image pulled from {entry.ref} does not "
-                                f"carry fingerprint {image.fingerprint}")
-            self._engine.tag(info.id, image.ref)
-            _write(log, f"pulled {entry.pull_ref} as {info.id}; tagged {image.ref}")
-            self._pulled.add(name)
+        if entry is not None:
+            self._pulls.have(self._job.images[name], entry, log, cancel)
 
     def _to_cache(self, image: PreparedImage, log: TextIO, cancel: threading.Event) -> None:
         """Push a built image to the cache under its fingerprint tag.

@@ -222,3 +222,63 @@ def test_source_override_takes_a_local_path(build, docker_engine, tmp_path):
     assert result.code == 0, result.err
     image = {e["name"]: e for e in summary["built"]}["src-git"]["image"]
     assert docker_engine.run(image, ["cat", "/src/src-git/README"]) == "from --source\n"
+
+
+@pytest.fixture
+def destination(tmp_path_factory):
+    """A registry of its own to publish to (not the cache's: no blob mounts between them)."""
+    from tests.integration.registry_fixtures import start_registry
+
+    reg = start_registry(tmp_path_factory.mktemp("destination"), "")
+    yield reg
+    reg.stop()
+
+
+def test_publish_after_merge_by_digest(gate, docker_engine, registry, destination,
+                                       kiln_registry, tmp_path):
+    """README "In a gate": the promote job publishes the gate-tested images from the
+    cache, as they are (same digests), without building anything."""
+    # The gate job: the whole set built from the change under test, into the cache.
+    result, summary = gate.job()
+    assert result.code == 0, result.err
+    assert names(summary, "built") == sorted(NAMES)
+    fingerprints = {name: docker_engine.inspect(gate.ref(name)).labels[FINGERPRINT]
+                    for name in NAMES}
+    cache = RegistryClient(registry.host, RegistryOptions(insecure=True))
+    entries = {name: cache.manifest(f"{gate.namespace}/{name}", cache_tag(fp)).digest
+               for name, fp in fingerprints.items()}
+    cache.close()
+
+    # The promote job, on a new machine: the same kiln-build, reading the cache only.
+    gate.clean()
+    result, summary = gate.job("--cache-mode", "read")
+    assert result.code == 0, result.err
+    assert summary["built"] == []       # a rebuild here would fail the promote job
+    assert names(summary, "cached") == sorted(NAMES)
+    for name in NAMES:       # every image is local, as the cache entry's image
+        assert docker_engine.inspect(gate.ref(name)).labels[FINGERPRINT] == fingerprints[name]
+
+    output = tmp_path / "published.json"
+    result = kiln_registry("sync", "--namespace", gate.namespace, "--tag", "latest",
+                           "--destination", destination.host, "--insecure",
+                           "--output", output)
+    assert result.code == 0, result.err
+    published = json.loads(output.read_text())["images"]
+    assert sorted(published) == sorted(NAMES)
+    dest = RegistryClient(destination.host, RegistryOptions(insecure=True))
+    try:
+        for name in NAMES:
+            assert published[name]["tag"] == "latest-1"
+            assert published[name]["digest"] == entries[name], name
+            for tag in ("latest-1", "latest"):
+                found = dest.manifest(f"{gate.namespace}/{name}", tag)
+                assert found.digest == entries[name], (name, tag)
+                assert found.labels[FINGERPRINT] == fingerprints[name]
+        result = kiln_registry("promote", "--namespace", gate.namespace, "--tag", "latest",
+                               "--registry", destination.host, "--insecure")
+        assert result.code == 0, result.err
+        for name in NAMES:
+            assert dest.manifest(f"{gate.namespace}/{name}",
+                                 "latest-deployed").digest == entries[name], name
+    finally:
+        dest.close()
