@@ -131,7 +131,7 @@ class Bench:
         return [sys.executable, "-m", "builder.cli.build", *self.common(tag),
                 "--template-api", "kolla", "--templates-dir", str(self.kolla.docker_dir),
                 "--docker-dir", str(self.tree),
-                "--work-dir", str(work), "--quiet", *extra]
+                "--work-dir", str(work), "--nopull", "--quiet", *extra]
 
     def kiln_build(self, tag: str, *extra: str, threads: int = THREADS,
                    regexes: tuple[str, ...] = ()) -> tuple[float, dict, Path]:
