@@ -72,6 +72,7 @@ class TemplateSettings:
 
 
 CACHE_MODES = ("read", "write", "readwrite")
+EXECUTORS = ("threads", "dask")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class RunOptions:
     static_labels: Mapping[str, str] = field(default_factory=dict)  # OCI vendor, authors, ...
     refresh: RefreshRequest = field(default_factory=RefreshRequest)
     cache: CacheSettings | None = None     # --cache-registry
+    executor: str = "threads"              # "threads" or "dask" (builder.build.distributed)
+    dask_scheduler: str = ""               # --dask-scheduler ADDRESS
 
 
 @dataclass(frozen=True)

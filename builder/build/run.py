@@ -1,12 +1,16 @@
 """One build run: engine -> contexts and fingerprints -> scheduler -> summary.
 
 Everything between the plan and the printed summary; the CLI only prints.
+The scheduler is the thread one (this host's engine) or, with ``--executor
+dask``, the Dask one (builder.build.distributed): the run only chooses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ from builder.build.scheduler import Scheduler, SchedulerOptions, Status
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
 from builder.engines.base import Engine
+from builder.errors import ClusterError
 from builder.output.progress import make_progress
 from builder.output.summary import exit_code, summarize
 from builder.plan import Plan
@@ -48,6 +53,28 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
     options = settings.run
     engine = load_engine(options.engine)
     engine.ping()
+    with _cluster(settings) as cluster:
+        return _run_on(settings, plan, work_dir, logs_dir, engine, cluster)
+
+
+@contextlib.contextmanager
+def _cluster(settings: BuildSettings) -> Iterator[object | None]:
+    """--executor dask: the Dask cluster, checked before anything is prepared or built."""
+    if settings.run.executor != "dask":
+        yield None
+        return
+    from builder.build.cluster import connect  # loads Dask only when asked for
+
+    cluster = connect(settings.run.dask_scheduler, settings.run.engine)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
+            engine: Engine, cluster) -> RunResult:
+    options = settings.run
     for name in settings.sources:
         if name not in plan.templates.images:
             LOG.warning("config section [%s] defines a source, but the template "
@@ -59,29 +86,41 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
                                  options.refresh, created, options.threads)
     prepared = prepare(plan, settings, engine, to_build, work_dir,
                        cache_home() / "sources", created, refreshes)
+    # with Dask, an image is reused from the cache only: the workers' engines differ
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
                    logs_dir=logs_dir,
-                   existing={} if options.rebuild else reusable_images(
+                   existing={} if options.rebuild or cluster else reusable_images(
                        engine, prepared.images, options.threads))
     builder = ImageBuilder(engine, job)
     cache = _use_cache(settings, plan, to_build, job, builder)
-    if cache is not None:
-        job = builder.job
+    if cluster is not None and (cache is None or not cache.usable):
+        raise ClusterError(f"--executor dask: the cache registry {options.cache.registry} "
+                           f"cannot be used, and the workers hand their images over "
+                           f"through it")
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
             log.write(f"kiln: FAILED before building: {reason}\n")
     history = cache_home() / "durations.json"
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
-    scheduler = Scheduler(
-        plan.graph, to_build, builder.build,
-        push=builder.push if options.push else None,
-        options=SchedulerOptions(
-            threads=options.threads, retries=options.retries,
-            push_threads=options.push_threads,
-            estimates={name: known[ref] for name in to_build
-                       if (ref := settings.naming.repository(name)) in known}),
-        on_event=progress.event, failed=prepared.failed)
+    scheduler_options = SchedulerOptions(
+        threads=options.threads, retries=options.retries, push_threads=options.push_threads,
+        estimates={name: known[ref] for name in to_build
+                   if (ref := settings.naming.repository(name)) in known})
+    if cluster is None:
+        scheduler = Scheduler(
+            plan.graph, to_build, builder.build,
+            push=builder.push if options.push else None, options=scheduler_options,
+            on_event=progress.event, failed=prepared.failed)
+    else:
+        from builder.build.distributed import DaskScheduler, task_requests
+
+        scheduler = DaskScheduler(
+            cluster, plan.graph, to_build,
+            task_requests(prepared.images, options, settings.naming),
+            options=scheduler_options, cached=builder.job.cached,
+            write_log=lambda name, text: _append(builder.log_path(name), text),
+            on_event=progress.event, failed=prepared.failed)
     interrupted = False
     with progress:
         try:
@@ -96,7 +135,8 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
         outcomes, settings.naming, skipped=skipped,
         not_matched=plan.selection.not_matched | plan.selection.excluded,
         logs={name: builder.log_path(name) for name in outcomes},
-        allowed_to_fail=options.allowed_to_fail)
+        allowed_to_fail=options.allowed_to_fail,
+        workers_not_used=cluster.not_used if cluster is not None else None)
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
 
 
@@ -109,22 +149,30 @@ def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: Bu
         return None
     cache = RegistryCache(options.cache, settings.naming)
     cached = {}
+    distributed = options.executor == "dask"
     if options.cache.reads and not options.rebuild:
         images = {name: image for name, image in job.images.items()
                   if not getattr(image, "refreshing", False)}
-        cached = lookup_missing(cache, images, builder.has_local, options.threads)
+        cached = lookup_missing(cache, images,
+                                (lambda image: False) if distributed else builder.has_local,
+                                options.threads)
     elif options.cache.writes:
         cache.check()
     if cached:
         LOG.info("%d image(s) found in cache registry %s", len(cached), cache.host)
     # a cached image is pulled when it was asked for by name (or is to be
     # pushed); a parent only when an image built here needs it
-    wanted = frozenset(to_build) if options.push else (
+    wanted = frozenset() if distributed else frozenset(to_build) if options.push else (
         plan.selection.requested & frozenset(to_build))
     builder.use_job(dataclasses.replace(
         job, cache=cache, cached=cached, wanted=wanted,
         push_registry=settings.naming.registry if options.push else ""))
     return cache
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(text)
 
 
 def _skip_existing(engine: Engine, settings: BuildSettings, plan: Plan

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class BuildJob:
     cached: Mapping[str, CacheEntry] = field(default_factory=dict)
     wanted: frozenset[str] = frozenset()
     push_registry: str = ""      # --registry when --push is given
+    # a failed push to the cache fails the image (--executor dask: the cache
+    # is how its children, on other hosts, get it)
+    cache_required: bool = False
 
 
 def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
@@ -114,6 +118,7 @@ class ImageBuilder:
         self._pull_lock = threading.Lock()
         self._pulls: dict[str, threading.Lock] = {}
         self._pulled: set[str] = set()
+        self._hand_off: dict[str, float] = {}
 
     @property
     def job(self) -> BuildJob:
@@ -125,6 +130,11 @@ class ImageBuilder:
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
+
+    def hand_off(self, name: str) -> float:
+        """Seconds the build of ``name`` spent pulling parents from the cache and
+        pushing itself there."""
+        return self._hand_off.get(name, 0.0)
 
     def build(self, name: str, cancel: threading.Event) -> WorkResult:
         image = self._job.images[name]
@@ -197,8 +207,12 @@ class ImageBuilder:
     def _parents_local(self, image: PreparedImage, log: TextIO,
                        cancel: threading.Event) -> None:
         """Pull the in-set parents that were cached but not pulled: the build needs them."""
-        for parent in image.parents:
-            self._pull_cached(parent, log, cancel)
+        start = time.monotonic()
+        try:
+            for parent in image.parents:
+                self._pull_cached(parent, log, cancel)
+        finally:
+            self._hand_off[image.name] = self.hand_off(image.name) + time.monotonic() - start
 
     def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
         """Pull a cached image by digest and tag it as its target reference (once)."""
@@ -237,6 +251,7 @@ class ImageBuilder:
             return
         ref = cache.ref(image)
         _write(log, f"pushing to the cache as {ref}")
+        start = time.monotonic()
         try:
             self._engine.tag(image.ref, ref)
             try:
@@ -250,12 +265,15 @@ class ImageBuilder:
             raise
         except KilnError as exc:
             _write(log, f"CACHE PUSH FAILED: {exc}")
-            if self._job.options.push and self._job.push_registry == cache.host:
+            if self._job.cache_required or (
+                    self._job.options.push and self._job.push_registry == cache.host):
                 raise KilnError(f"image {image.name!r}: pushing it to the cache registry "
                                 f"failed: {exc.message}") from exc
             LOG.warning("image %s: pushing %s to the cache registry failed: %s",
                         image.name, ref, scrub_url(exc.message))
             return
+        finally:
+            self._hand_off[image.name] = self.hand_off(image.name) + time.monotonic() - start
         _write(log, f"pushed {ref}")
 
     def _complete_image(self, image: PreparedImage) -> ImageInfo | None:

@@ -1,0 +1,256 @@
+"""Running one run's builds as Dask tasks (``--executor dask``).
+
+The image DAG becomes tasks with the same dependencies: each image's task
+takes its parents' results (their cache entries) as arguments, so Dask starts
+it once they are built, on any worker with a free ``kiln-build`` resource.
+kiln's critical-path ranks are the tasks' priorities; ``--retries`` are task
+retries; a worker that dies has its tasks rerun elsewhere by Dask. Images
+found in the cache registry are not tasks at all (status ``cached``).
+
+Like the thread :class:`~builder.build.scheduler.Scheduler`, this object alone
+owns the run state, in the calling thread: tasks only return results (see
+:mod:`builder.build.remote`). Their starts (a Dask event the task sends) and
+ends (a future's callback) arrive on one queue, which the loop reads; it
+writes each image's log on the client and reports every change to
+``on_event``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import networkx as nx
+
+from builder.build.cache import CacheEntry
+from builder.build.cluster import Cluster, import_distributed
+from builder.build.prepare import PreparedImage
+from builder.build.remote import (
+    RESOURCE,
+    TOPIC,
+    BuildFailed,
+    RemoteBuild,
+    RemoteResult,
+    build_image,
+    pack_context,
+)
+from builder.build.scheduler import EventFn, Outcome, SchedulerOptions, Status, priorities
+from builder.naming import ImageNaming
+from builder.settings import RunOptions
+
+LOG = logging.getLogger(__name__)
+_POLL = 0.5     # seconds between looks at signals while waiting (Ctrl-C)
+
+
+def task_requests(images: Mapping[str, PreparedImage], options: RunOptions,
+                  naming: ImageNaming) -> Callable[[str, str], RemoteBuild]:
+    """``request(name, run id)``: an image's task, its context packed when asked."""
+    def request(name: str, run: str) -> RemoteBuild:
+        image = images[name]
+        return RemoteBuild(run=run, image=image, context=pack_context(image.context),
+                           parents={parent: images[parent] for parent in image.parents
+                                    if parent in images},
+                           options=options, naming=naming)
+    return request
+
+
+@dataclass
+class _State:
+    status: Status = Status.QUEUED
+    reason: str = ""
+    image_id: str | None = None
+    duration: float = 0.0
+    attempts: int = 0
+    worker: str | None = None
+
+
+class DaskScheduler:
+    def __init__(self, cluster: Cluster, graph: nx.DiGraph, names: Iterable[str],
+                 request: Callable[[str, str], RemoteBuild], *,
+                 options: SchedulerOptions,
+                 cached: Mapping[str, CacheEntry] | None = None,
+                 write_log: Callable[[str, str], None] = lambda name, text: None,
+                 on_event: EventFn | None = None,
+                 failed: Mapping[str, str] | None = None):
+        """``request(name, run id)``: the task of an image (its context packed).
+
+        ``cached``: the images found in the cache registry (not built);
+        ``failed``: those that failed before the run (e.g. their sources).
+        """
+        self._cluster = cluster
+        self._client = cluster.client
+        self._graph = graph
+        self._names = set(names)
+        self._request = request
+        self._options = options
+        self._cached = {name: entry for name, entry in (cached or {}).items()
+                        if name in self._names}
+        self._write_log = write_log
+        self._on_event = on_event or (lambda name, status, detail: None)
+        self._failed_before = dict(failed or {})
+        self._state = {name: _State() for name in self._names}
+        self._rank = priorities(graph, self._names, options.estimates)
+        self._futures: dict[str, object] = {}
+        self._events: queue.Queue = queue.Queue()
+        self.run_id = f"kiln-{uuid.uuid4().hex}"
+        self.results: dict[str, RemoteResult] = {}   # what each task returned
+        self.client_seconds = 0.0    # time spent submitting and handling tasks
+
+    # -- public ------------------------------------------------------------
+
+    def run(self) -> dict[str, Outcome]:
+        """Build everything; one Outcome per image.
+
+        On KeyboardInterrupt every task not done is cancelled (running builds
+        are told to stop through the run's Dask event), every image not done
+        is CANCELLED, and the interrupt is re-raised.
+        """
+        client = self._client
+        client.subscribe_topic(TOPIC, lambda event: self._events.put(("started", event)))
+        try:
+            start = time.perf_counter()
+            self._submit_all()
+            self.client_seconds += time.perf_counter() - start
+            while any(not state.status.done for state in self._state.values()):
+                try:
+                    item = self._events.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                start = time.perf_counter()
+                self._handle(item)
+                self.client_seconds += time.perf_counter() - start
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+        finally:
+            try:
+                client.unsubscribe_topic(TOPIC)
+            except Exception:  # the scheduler is gone: nothing to unsubscribe from
+                LOG.debug("cannot unsubscribe from %s", TOPIC, exc_info=True)
+        return self.outcomes()
+
+    def outcomes(self) -> dict[str, Outcome]:
+        return {name: Outcome(name, s.status, s.reason, s.image_id, s.duration,
+                              attempts=s.attempts,
+                              build_status=s.status if s.status.ok else None,
+                              worker=s.worker)
+                for name, s in sorted(self._state.items())}
+
+    # -- submitting ------------------------------------------------------------
+
+    def _submit_all(self) -> None:
+        for name, reason in sorted(self._failed_before.items()):
+            if name in self._names:
+                self._fail(name, reason)
+        for name, entry in sorted(self._cached.items()):
+            state = self._state[name]
+            if state.status is Status.QUEUED:
+                state.status, state.image_id = Status.CACHED, entry.image_id
+                self._on_event(name, Status.CACHED, "")
+        restrict = list(self._cluster.workers) if self._cluster.not_used else None
+        for name in nx.topological_sort(self._graph.subgraph(self._names)):
+            if self._state[name].status is not Status.QUEUED:
+                continue
+            parents = {parent: (self._futures[parent] if parent in self._futures
+                                else self._cached[parent])
+                       for parent in self._graph.predecessors(name)
+                       if parent in self._names}
+            future = self._client.submit(
+                build_image, self._request(name, self.run_id), parents,
+                key=f"kiln-build-{name}-{self.run_id[5:13]}", pure=False,
+                priority=round(self._rank[name] * 1000), retries=self._options.retries,
+                resources={RESOURCE: 1}, workers=restrict)
+            future.add_done_callback(lambda f, name=name: self._events.put(("done", name, f)))
+            self._futures[name] = future
+
+    # -- results (the calling thread only) ------------------------------------
+
+    def _handle(self, item) -> None:
+        if item[0] == "done":
+            self._finish(item[1], item[2])
+            return
+        _, message = item[1]          # a topic event: (time, message)
+        if not isinstance(message, dict) or message.get("run") != self.run_id:
+            return                    # another run's
+        name, worker = message.get("name"), message.get("builder")
+        state = self._state.get(name)
+        if state is None or state.status.done:
+            return
+        state.status, state.worker = Status.BUILDING, worker
+        state.attempts += 1
+        detail = f"on {worker}" + (f", attempt {state.attempts}" if state.attempts > 1 else "")
+        self._on_event(name, Status.BUILDING, detail)
+
+    def _finish(self, name: str, future) -> None:
+        state = self._state[name]
+        if state.status.done:
+            return          # e.g. cancelled as a parent failed
+        state.attempts = max(state.attempts, 1)
+        if future.status == "finished":
+            result: RemoteResult = future.result()
+            self.results[name] = result
+            self._write_log(name, result.log)
+            state.status, state.reason = Status(result.status), result.reason
+            state.image_id, state.worker = result.image_id, result.worker
+            state.duration = result.duration
+            detail = f"on {result.worker}" + (f": {result.reason}" if result.reason else "")
+            self._on_event(name, state.status, detail)
+            return
+        if not all(self._state[parent].status.ok for parent in self._graph.predecessors(name)
+                   if parent in self._names):
+            return          # a parent's failure, reported when its own task ends
+        if future.status == "error":
+            exc = future.exception()
+            if isinstance(exc, BuildFailed):
+                self._write_log(name, exc.log)
+                state.worker = exc.worker
+                self._fail(name, exc.reason)
+            else:
+                self._write_log(name, f"kiln: FAILED: {type(exc).__name__}: {exc}\n")
+                self._fail(name, f"{type(exc).__name__}: {exc}")
+        else:
+            self._fail(name, f"the task was {future.status} by the Dask scheduler")
+
+    def _fail(self, name: str, reason: str) -> None:
+        state = self._state[name]
+        state.status, state.reason = Status.FAILED, reason
+        self._on_event(name, Status.FAILED, reason)
+        stop = []
+        for descendant in sorted(nx.descendants(self._graph, name) & self._names):
+            other = self._state[descendant]
+            if not other.status.done:
+                other.status = Status.PARENT_FAILED
+                other.reason = f"parent {name!r} failed"
+                self._on_event(descendant, Status.PARENT_FAILED, other.reason)
+                if descendant in self._futures:
+                    stop.append(self._futures[descendant])
+        if stop:
+            self._client.cancel(stop)
+
+    # -- interrupts ------------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        """Cancel every task not done; tell running builds to stop."""
+        distributed = import_distributed()
+        pending = [future for name, future in self._futures.items()
+                   if not self._state[name].status.done]
+        try:
+            distributed.Event(self.run_id, client=self._client).set()
+            self._client.cancel(pending)
+        except Exception:  # the scheduler is gone: nothing runs there any more
+            LOG.debug("cannot cancel the run's tasks", exc_info=True)
+        for name, state in sorted(self._state.items()):
+            if state.status.done:
+                continue
+            if state.status is Status.BUILDING:
+                reason = f"interrupted while building on {state.worker}"
+            elif state.attempts:
+                reason = "not retried: interrupted"
+            else:
+                reason = "not started: interrupted"
+            state.status, state.reason = Status.CANCELLED, reason
+            self._on_event(name, Status.CANCELLED, reason)

@@ -1,0 +1,194 @@
+"""What a Dask worker runs for one image (``--executor dask``).
+
+The task gets the image's build context as a tar from the client, makes sure
+its in-set parents are on the worker's engine (pulled from the cache registry
+by digest when the engine does not hold them, and tagged as the references
+the Dockerfile uses), then lets the single-host :class:`ImageBuilder` build,
+scan and stamp it and push it to the cache under its fingerprint tag. The
+cache push comes after the stamp, so a worker that dies mid-build leaves no
+fingerprint tag naming an unfinished image.
+
+The engine is the worker's own: the engine's name travels with the task, its
+socket (``DOCKER_HOST``, ...) comes from the worker's environment. A failed
+build raises :class:`BuildFailed`, so Dask retries the task (on any worker);
+the client gets the log either way. Nothing here touches run state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.build.cache import CacheEntry, RegistryCache
+from builder.build.prepare import PreparedImage
+from builder.build.scheduler import Status
+from builder.build.worker import BuildJob, ImageBuilder
+from builder.engines import load_engine
+from builder.engines.base import Engine
+from builder.errors import KilnError, RegistryError
+from builder.naming import ImageNaming
+from builder.settings import RunOptions
+
+TOPIC = "kiln-build"        # the event a task sends when it starts: {run, name, builder}
+RESOURCE = "kiln-build"     # a worker's concurrent builds: dask worker --resources kiln-build=N
+CANCEL_POLL = 2.0           # seconds between looks at the run's cancel event
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RemoteBuild:
+    """One image's task, as the client sends it."""
+
+    run: str                               # the run's id (also its cancel event's name)
+    image: PreparedImage                   # .context is the client's path: unused here
+    context: bytes                         # the build context, as a tar
+    parents: Mapping[str, PreparedImage]   # its in-set parents (refs, fingerprints)
+    options: RunOptions
+    naming: ImageNaming
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """What the task returns for an image it built."""
+
+    name: str
+    image_id: str
+    entry: CacheEntry        # where its children (on any worker) find it
+    status: str              # a Status value
+    reason: str              # e.g. "refreshed: less"
+    log: str
+    worker: str
+    duration: float          # seconds in the task
+    hand_off: float          # of which pulling parents from and pushing to the cache
+    started: float           # time.time() on the worker
+    ended: float
+
+
+class BuildFailed(Exception):
+    """An image failed on a worker (raised, so that Dask retries it)."""
+
+    def __init__(self, name: str, reason: str, log: str, worker: str):
+        super().__init__(name, reason, log, worker)
+        self.name, self.reason, self.log, self.worker = name, reason, log, worker
+
+    def __str__(self) -> str:
+        return f"image {self.name!r} failed on worker {self.worker}: {self.reason}"
+
+
+def pack_context(context: Path) -> bytes:
+    """The build context directory as an uncompressed tar."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(context, arcname=".")
+    return buffer.getvalue()
+
+
+def worker_engine(name: str) -> Engine:
+    """The worker process's engine (one per engine name), from its environment."""
+    with _engines_lock:
+        if name not in _engines:
+            _engines[name] = load_engine(name)
+        return _engines[name]
+
+
+def ping_engine(name: str) -> str:
+    """Run on every worker before a run: '' if its engine answers, else why not."""
+    try:
+        worker_engine(name).ping()
+    except KilnError as exc:
+        return exc.message
+    return ""
+
+
+def build_image(request: RemoteBuild,
+                parents: Mapping[str, CacheEntry | RemoteResult]) -> RemoteResult:
+    """Build ``request.image`` on this worker's engine.
+
+    ``parents``: each in-set parent's cache entry, or its task's result.
+    """
+    parents = {parent: value.entry if isinstance(value, RemoteResult) else value
+               for parent, value in parents.items()}
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    worker_name = str(worker.name)
+    started = time.time()
+    name = request.image.name
+    worker.log_event(TOPIC, {"run": request.run, "name": name, "builder": worker_name})
+    cancel, finished = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch, args=(Event(request.run), cancel, finished),
+                               name=f"kiln-cancel-{name}", daemon=True)
+    watcher.start()
+    engine = worker_engine(request.options.engine)
+    cache = RegistryCache(request.options.cache, request.naming)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"kiln-{name}-") as tmp:
+            image = dataclasses.replace(request.image, context=Path(tmp, "context"))
+            _unpack(request.context, image.context)
+            images = {**request.parents, name: image}
+            job = BuildJob(
+                images=images, options=request.options, work_dir=Path(tmp),
+                logs_dir=Path(tmp, "logs"), cache=cache, cache_required=True,
+                cached={parent: entry for parent, entry in parents.items()
+                        if not _holds(engine, images[parent], entry)})
+            builder = ImageBuilder(engine, job)
+            result = builder.build(name, cancel)
+            log = builder.log_path(name).read_text(encoding="utf-8", errors="replace")
+            if not result.ok:
+                raise BuildFailed(name, result.reason, log, worker_name)
+            entry = _cache_entry(cache, image, log, worker_name)
+            ended = time.time()
+            return RemoteResult(
+                name=name, image_id=result.image_id, entry=entry,
+                status=(result.status or Status.BUILT).value, reason=result.reason,
+                log=log, worker=worker_name, duration=ended - started,
+                hand_off=builder.hand_off(name), started=started, ended=ended)
+    finally:
+        finished.set()
+        cache.close()
+
+
+def _unpack(data: bytes, target: Path) -> None:
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(target, filter="tar")
+
+
+def _holds(engine: Engine, image: PreparedImage, entry: CacheEntry) -> bool:
+    """Whether the engine has the parent's cached image at the reference the Dockerfile uses."""
+    info = engine.inspect(image.ref)
+    return info is not None and entry.image_id is not None and info.id == entry.image_id
+
+
+def _cache_entry(cache: RegistryCache, image: PreparedImage, log: str,
+                 worker: str) -> CacheEntry:
+    """The entry just pushed, with its digest: what the image's children pull."""
+    try:
+        entry = cache.lookup(image)
+    except RegistryError as exc:
+        raise BuildFailed(image.name, f"pushed to the cache registry, but looking "
+                          f"{cache.ref(image)} up failed: {exc.message}", log, worker) from exc
+    if entry is None:
+        raise BuildFailed(image.name, f"pushed to the cache registry, but "
+                          f"{cache.ref(image)} is not there", log, worker)
+    return entry
+
+
+def _watch(event, cancel: threading.Event, finished: threading.Event) -> None:
+    """Set ``cancel`` when the client sets the run's Dask event (Ctrl-C)."""
+    while not finished.is_set():
+        try:
+            if event.wait(timeout=CANCEL_POLL):
+                cancel.set()
+                return
+        except Exception:  # the scheduler went away: nothing to listen to
+            return
