@@ -1,11 +1,16 @@
 """Running one run's builds as Dask tasks (``--executor dask``).
 
-The image DAG becomes tasks with the same dependencies: each image's task
-takes its parents' results (their cache entries) as arguments, so Dask starts
-it once they are built, on any worker with a free ``kiln-build`` resource.
-kiln's critical-path ranks are the tasks' priorities; ``--retries`` are task
+Each image is a task, submitted as soon as its in-set parents are built
+(or found in the cache registry) with their cache entries as arguments; Dask
+runs it on any worker with a free ``kiln-build`` resource. kiln's
+critical-path ranks are the tasks' priorities; ``--retries`` are task
 retries; a worker that dies has its tasks rerun elsewhere by Dask. Images
 found in the cache registry are not tasks at all (status ``cached``).
+
+The DAG's edges are kept here rather than given to Dask as task
+dependencies: Dask runs a task where its dependencies' results are, so every
+child would follow its parent to the same worker (one worker per family);
+submitted when ready, a task goes to the least busy worker.
 
 Like the thread :class:`~builder.build.scheduler.Scheduler`, this object alone
 owns the run state, in the calling thread: tasks only return results (see
@@ -95,6 +100,7 @@ class DaskScheduler:
         self._state = {name: _State() for name in self._names}
         self._rank = priorities(graph, self._names, options.estimates)
         self._futures: dict[str, object] = {}
+        self._entries: dict[str, CacheEntry] = dict(self._cached)  # where parents are
         self._events: queue.Queue = queue.Queue()
         self.run_id = f"kiln-{uuid.uuid4().hex}"
         self.results: dict[str, RemoteResult] = {}   # what each task returned
@@ -113,7 +119,7 @@ class DaskScheduler:
         client.subscribe_topic(TOPIC, lambda event: self._events.put(("started", event)))
         try:
             start = time.perf_counter()
-            self._submit_all()
+            self._start()
             self.client_seconds += time.perf_counter() - start
             while any(not state.status.done for state in self._state.values()):
                 try:
@@ -142,7 +148,7 @@ class DaskScheduler:
 
     # -- submitting ------------------------------------------------------------
 
-    def _submit_all(self) -> None:
+    def _start(self) -> None:
         for name, reason in sorted(self._failed_before.items()):
             if name in self._names:
                 self._fail(name, reason)
@@ -151,17 +157,21 @@ class DaskScheduler:
             if state.status is Status.QUEUED:
                 state.status, state.image_id = Status.CACHED, entry.image_id
                 self._on_event(name, Status.CACHED, "")
+        self._submit_ready(sorted(self._names))
+
+    def _submit_ready(self, names: Iterable[str]) -> None:
+        """Submit the queued images among ``names`` whose in-set parents are all built."""
         restrict = list(self._cluster.workers) if self._cluster.not_used else None
-        for name in nx.topological_sort(self._graph.subgraph(self._names)):
-            if self._state[name].status is not Status.QUEUED:
+        for name in names:
+            parents = [parent for parent in self._graph.predecessors(name)
+                       if parent in self._names]
+            if self._state[name].status is not Status.QUEUED or name in self._futures \
+                    or not all(parent in self._entries for parent in parents):
                 continue
-            parents = {parent: (self._futures[parent] if parent in self._futures
-                                else self._cached[parent])
-                       for parent in self._graph.predecessors(name)
-                       if parent in self._names}
             future = self._client.submit(
-                build_image, self._request(name, self.run_id), parents,
-                key=f"kiln-build-{name}-{self.run_id[5:13]}", pure=False,
+                build_image, self._request(name, self.run_id),
+                {parent: self._entries[parent] for parent in parents},
+                key=f"kiln-build-{self.run_id[5:13]}-{name}", pure=False,
                 priority=round(self._rank[name] * 1000), retries=self._options.retries,
                 resources={RESOURCE: 1}, workers=restrict)
             future.add_done_callback(lambda f, name=name: self._events.put(("done", name, f)))
@@ -199,10 +209,9 @@ class DaskScheduler:
             state.duration = result.duration
             detail = f"on {result.worker}" + (f": {result.reason}" if result.reason else "")
             self._on_event(name, state.status, detail)
+            self._entries[name] = result.entry
+            self._submit_ready(sorted(self._graph.successors(name)))
             return
-        if not all(self._state[parent].status.ok for parent in self._graph.predecessors(name)
-                   if parent in self._names):
-            return          # a parent's failure, reported when its own task ends
         if future.status == "error":
             exc = future.exception()
             if isinstance(exc, BuildFailed):
@@ -216,20 +225,16 @@ class DaskScheduler:
             self._fail(name, f"the task was {future.status} by the Dask scheduler")
 
     def _fail(self, name: str, reason: str) -> None:
+        """FAILED; its descendants (never submitted) PARENT_FAILED."""
         state = self._state[name]
         state.status, state.reason = Status.FAILED, reason
         self._on_event(name, Status.FAILED, reason)
-        stop = []
         for descendant in sorted(nx.descendants(self._graph, name) & self._names):
             other = self._state[descendant]
             if not other.status.done:
                 other.status = Status.PARENT_FAILED
                 other.reason = f"parent {name!r} failed"
                 self._on_event(descendant, Status.PARENT_FAILED, other.reason)
-                if descendant in self._futures:
-                    stop.append(self._futures[descendant])
-        if stop:
-            self._client.cancel(stop)
 
     # -- interrupts ------------------------------------------------------------
 

@@ -109,14 +109,8 @@ def ping_engine(name: str) -> str:
     return ""
 
 
-def build_image(request: RemoteBuild,
-                parents: Mapping[str, CacheEntry | RemoteResult]) -> RemoteResult:
-    """Build ``request.image`` on this worker's engine.
-
-    ``parents``: each in-set parent's cache entry, or its task's result.
-    """
-    parents = {parent: value.entry if isinstance(value, RemoteResult) else value
-               for parent, value in parents.items()}
+def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> RemoteResult:
+    """Build ``request.image`` on this worker's engine; ``parents``: their cache entries."""
     from distributed import Event, get_worker
 
     worker = get_worker()
