@@ -185,15 +185,18 @@ class DaskCluster:
                          for path in sorted(self.root.glob("*.log")))
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """The workers first (they close quickly while the scheduler is there), then it."""
+        workers = [p for name, p in self.processes.items() if name != "scheduler"]
+        for group in (workers, [self.processes["scheduler"]]):
+            for process in group:
+                if process.poll() is None:
+                    process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         environment = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}

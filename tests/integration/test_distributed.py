@@ -45,7 +45,7 @@ TEMPLATES = {
 PARENTS = {"base": (), **{name: ("base",) for name in LEVEL1}, "b1": ("a1",), "b2": ("a2",),
            "multi": ("a3", "b1"), "top": ("multi",)}
 SLOW = {"base": "FROM {{ busybox }}\nRUN echo base > /base.txt\n",
-        **{f"s{i}": f'FROM {{{{ image_ref("base") }}}}\nRUN sleep 8 && echo {i} > /s.txt\n'
+        **{f"s{i}": f'FROM {{{{ image_ref("base") }}}}\nRUN sleep 6 && echo {i} > /s.txt\n'
            for i in range(1, 5)}}
 
 
@@ -159,7 +159,7 @@ def test_two_engines_build_one_set(build, dask_cluster, second_docker, registry,
 
 def test_a_worker_killed_while_building(build, dask_cluster, second_docker,  # noqa: F811
                                         registry, tmp_path):
-    dask_cluster.add_worker("w1")
+    dask_cluster.add_worker("w1", builds=2)
     dask_cluster.add_worker("w2", docker_host=second_docker.host)
     templates = templates_dir(tmp_path, SLOW)
     outcome = {}
