@@ -244,8 +244,8 @@ class DaskScheduler:
         pending = [future for name, future in self._futures.items()
                    if not self._state[name].status.done]
         try:
-            distributed.Event(self.run_id, client=self._client).set()
             self._client.cancel(pending)
+            distributed.Event(self.run_id, client=self._client).set()
         except Exception:  # the scheduler is gone: nothing runs there any more
             LOG.debug("cannot cancel the run's tasks", exc_info=True)
         for name, state in sorted(self._state.items()):

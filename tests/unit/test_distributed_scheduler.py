@@ -1,0 +1,188 @@
+"""The Dask scheduler's bookkeeping with a fake Dask client (no cluster, no engine).
+
+The real cluster, engines and registry are in
+tests/integration/test_distributed.py; here the client's tasks "run" at once,
+in the order they were submitted, so each case is exact.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import networkx as nx
+import pytest
+
+from builder.build.cache import CacheEntry
+from builder.build.cluster import Cluster, import_distributed
+from builder.build.distributed import DaskScheduler
+from builder.build.remote import RESOURCE, BuildFailed, RemoteResult
+from builder.build.scheduler import SchedulerOptions, Status, priorities
+from builder.errors import ConfigError
+
+
+def entry(name):
+    return CacheEntry(ref=f"cache/{name}:kiln-x", pull_ref=f"cache/{name}@sha256:{name}",
+                      digest=f"sha256:{name}", image_id=f"id-{name}")
+
+
+class FakeFuture:
+    def __init__(self, name):
+        self.name, self.status, self._callbacks = name, "pending", []
+        self._result = self._exception = None
+
+    def add_done_callback(self, callback):
+        """Called at once if the future is done already, as Dask does."""
+        self._callbacks.append(callback)
+        if self.status != "pending":
+            callback(self)
+
+    def result(self):
+        return self._result
+
+    def exception(self):
+        return self._exception
+
+    def end(self, status, result=None, exception=None):
+        self.status, self._result, self._exception = status, result, exception
+        for callback in self._callbacks:
+            callback(self)
+
+
+class FakeClient:
+    """Runs each task as it is submitted: ``outcome(name)`` is what it returns or raises."""
+
+    def __init__(self, outcome, worker="w1"):
+        self.outcome, self.worker = outcome, worker
+        self.submitted: list[tuple[str, dict, dict]] = []   # (name, parents, keywords)
+        self.cancelled: list[str] = []
+        self.handler = None
+
+    def subscribe_topic(self, topic, handler):
+        self.handler = handler
+
+    def unsubscribe_topic(self, topic):
+        self.handler = None
+
+    def submit(self, function, request, parents, **keywords):
+        name, run = request
+        self.submitted.append((name, dict(parents), keywords))
+        future = FakeFuture(name)
+        self.handler((0.0, {"run": run, "name": name, "builder": self.worker}))
+        try:
+            value = self.outcome(name)
+        except Exception as exc:
+            future.end("error", exception=exc)
+        else:
+            if value is not None:
+                future.end("finished", result=value)
+        return future
+
+    def cancel(self, futures):
+        self.cancelled.extend(future.name for future in futures)
+
+
+def built(name):
+    return RemoteResult(name=name, image_id=f"id-{name}", entry=entry(name), status="built",
+                        reason="", log=f"log of {name}\n", worker="w1", duration=2.0,
+                        hand_off=0.5, started=0.0, ended=2.0)
+
+
+def scheduler(graph, client, **keywords):
+    cluster = Cluster(client, "tcp://sched:8786", {"tcp://w1": "w1"}, {})
+    logs = {}
+    sched = DaskScheduler(cluster, graph, graph.nodes, lambda name, run: (name, run),
+                          options=keywords.pop("options", SchedulerOptions()),
+                          write_log=lambda name, text: logs.__setitem__(name, text),
+                          **keywords)
+    return sched, logs
+
+
+FAMILY = nx.DiGraph([("base", "a"), ("base", "b"), ("a", "a1"), ("a1", "a2"), ("b", "b1")])
+
+
+def test_each_image_is_submitted_once_its_parents_are_built():
+    client = FakeClient(built)
+    sched, logs = scheduler(FAMILY, client, options=SchedulerOptions(retries=2))
+    outcomes = sched.run()
+    assert {name: o.status for name, o in outcomes.items()} == dict.fromkeys(FAMILY, Status.BUILT)
+    assert {o.worker for o in outcomes.values()} == {"w1"}
+    order = [name for name, _, _ in client.submitted]
+    assert order.index("base") == 0 and order.index("a") < order.index("a1") < order.index("a2")
+    parents = {name: sorted(given) for name, given, _ in client.submitted}
+    assert parents == {"base": [], "a": ["base"], "b": ["base"], "a1": ["a"], "a2": ["a1"],
+                       "b1": ["b"]}
+    assert all(given[p] == entry(p) for _, given, _ in client.submitted for p in given)
+    rank = priorities(FAMILY, FAMILY.nodes, {})
+    for name, _, keywords in client.submitted:
+        assert keywords["priority"] == round(rank[name] * 1000)
+        assert keywords["retries"] == 2 and keywords["resources"] == {RESOURCE: 1}
+        assert keywords["workers"] is None and keywords["pure"] is False
+    assert logs == {name: f"log of {name}\n" for name in FAMILY}
+
+
+def test_a_failure_fails_only_its_descendants():
+    def outcome(name):
+        if name == "a":
+            raise BuildFailed("a", "exit 3", "log of a\n", "w2")
+        return built(name)
+
+    client = FakeClient(outcome)
+    sched, logs = scheduler(FAMILY, client)
+    outcomes = sched.run()
+    assert outcomes["a"].status is Status.FAILED and outcomes["a"].reason == "exit 3"
+    assert outcomes["a"].worker == "w2" and logs["a"] == "log of a\n"
+    for name in ("a1", "a2"):
+        assert outcomes[name].status is Status.PARENT_FAILED
+        assert outcomes[name].reason == "parent 'a' failed"
+    for name in ("base", "b", "b1"):
+        assert outcomes[name].status is Status.BUILT
+    assert "a1" not in [name for name, _, _ in client.submitted]
+
+
+def test_cached_images_are_not_tasks_and_hand_their_entries_on():
+    client = FakeClient(built)
+    cached = {"base": entry("base"), "a": entry("a")}
+    sched, _ = scheduler(FAMILY, client, cached=cached)
+    outcomes = sched.run()
+    assert outcomes["base"].status is Status.CACHED and outcomes["a"].status is Status.CACHED
+    submitted = {name: given for name, given, _ in client.submitted}
+    assert sorted(submitted) == ["a1", "a2", "b", "b1"]
+    assert submitted["a1"] == {"a": entry("a")}
+
+
+def test_failed_before_the_run_is_never_submitted():
+    client = FakeClient(built)
+    sched, _ = scheduler(FAMILY, client, failed={"b": "source failed"})
+    outcomes = sched.run()
+    assert outcomes["b"].status is Status.FAILED
+    assert outcomes["b1"].status is Status.PARENT_FAILED
+    assert sorted(name for name, _, _ in client.submitted) == ["a", "a1", "a2", "base"]
+
+
+def test_interrupt_cancels_what_is_not_done():
+    running = {"a", "b"}       # these never end: still building when Ctrl-C comes
+
+    def outcome(name):
+        return None if name in running else built(name)
+
+    def on_event(name, status, detail):
+        if status is Status.BUILDING and name == "b":
+            raise KeyboardInterrupt
+
+    client = FakeClient(outcome)
+    sched, _ = scheduler(FAMILY, client, on_event=on_event)
+    with pytest.raises(KeyboardInterrupt):
+        sched.run()
+    outcomes = sched.outcomes()
+    assert outcomes["base"].status is Status.BUILT
+    assert sorted(client.cancelled) == ["a", "b"]
+    assert outcomes["a"].reason == "interrupted while building on w1"
+    for name in ("a1", "a2", "b1"):
+        assert outcomes[name].status is Status.CANCELLED
+        assert outcomes[name].reason == "not started: interrupted"
+
+
+def test_without_distributed_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ConfigError, match=r"pip install 'kiln\[distributed\]'"):
+        import_distributed()
