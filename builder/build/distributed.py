@@ -104,7 +104,8 @@ class DaskScheduler:
         self._events: queue.Queue = queue.Queue()
         self.run_id = f"kiln-{uuid.uuid4().hex}"
         self.results: dict[str, RemoteResult] = {}   # what each task returned
-        self.client_seconds = 0.0    # time spent submitting and handling tasks
+        self.client_seconds = 0.0    # time spent submitting and handling tasks,
+        self.fetch_seconds = 0.0     # of which fetching their results from the workers
 
     # -- public ------------------------------------------------------------
 
@@ -201,7 +202,9 @@ class DaskScheduler:
             return          # e.g. cancelled as a parent failed
         state.attempts = max(state.attempts, 1)
         if future.status == "finished":
+            start = time.perf_counter()
             result: RemoteResult = future.result()
+            self.fetch_seconds += time.perf_counter() - start
             self.results[name] = result
             self._write_log(name, result.log)
             state.status, state.reason = Status(result.status), result.reason
