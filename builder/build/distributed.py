@@ -255,7 +255,9 @@ class DaskScheduler:
             if state.status.done:
                 continue
             if state.status is Status.BUILDING:
-                reason = f"interrupted while building on {state.worker}"
+                reason = "interrupted while building"
+                self._write_log(name, f"kiln: interrupted while building on {state.worker} "
+                                      f"(its output was not fetched)\n")
             elif state.attempts:
                 reason = "not retried: interrupted"
             else:

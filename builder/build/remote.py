@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import tarfile
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from builder.errors import KilnError, RegistryError
 from builder.naming import ImageNaming
 from builder.settings import RunOptions
 
+LOG = logging.getLogger(__name__)
 TOPIC = "kiln-build"        # the event a task sends when it starts: {run, name, builder}
 RESOURCE = "kiln-build"     # a worker's concurrent builds: dask worker --resources kiln-build=N
 CANCEL_POLL = 2.0           # seconds between looks at the run's cancel event
@@ -111,7 +113,7 @@ def ping_engine(name: str) -> str:
 
 def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> RemoteResult:
     """Build ``request.image`` on this worker's engine; ``parents``: their cache entries."""
-    from distributed import Event, get_worker
+    from distributed import get_client, get_worker
 
     worker = get_worker()
     worker_name = str(worker.name)
@@ -119,7 +121,7 @@ def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> Remo
     name = request.image.name
     worker.log_event(TOPIC, {"run": request.run, "name": name, "builder": worker_name})
     cancel, finished = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch, args=(Event(request.run), cancel, finished),
+    watcher = threading.Thread(target=_watch, args=(get_client(), request.run, cancel, finished),
                                name=f"kiln-cancel-{name}", daemon=True)
     watcher.start()
     engine = worker_engine(request.options.engine)
@@ -177,12 +179,19 @@ def _cache_entry(cache: RegistryCache, image: PreparedImage, log: str,
     return entry
 
 
-def _watch(event, cancel: threading.Event, finished: threading.Event) -> None:
-    """Set ``cancel`` when the client sets the run's Dask event (Ctrl-C)."""
-    while not finished.is_set():
-        try:
+def _watch(client, run: str, cancel: threading.Event, finished: threading.Event) -> None:
+    """Set ``cancel`` when the client sets the run's Dask event (Ctrl-C).
+
+    ``client``: the worker's, from the task's thread (a Dask Event made in
+    another thread needs it given).
+    """
+    from distributed import Event
+
+    try:
+        event = Event(run, client=client)
+        while not finished.is_set():
             if event.wait(timeout=CANCEL_POLL):
                 cancel.set()
                 return
-        except Exception:  # the scheduler went away: nothing to listen to
-            return
+    except Exception:  # the scheduler went away: nothing to listen to
+        LOG.debug("cannot watch the run's cancel event %s", run, exc_info=True)

@@ -15,6 +15,7 @@ daemon, worker w2 on a second daemon this module starts; a real
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -26,6 +27,7 @@ from builder.build.labels import FINGERPRINT, is_complete
 from builder.registry.client import RegistryClient
 from builder.registry.http import RegistryOptions
 from tests.conftest import error_line, free_port
+from tests.integration.dask_cluster import BIN
 from tests.integration.dask_fixtures import dask_cluster, second_docker  # noqa: F401
 
 pytestmark = pytest.mark.timeout(600)
@@ -216,3 +218,55 @@ def test_bad_clusters_are_one_message(build, dask_cluster, registry, tmp_path): 
     assert left_out["worker"].startswith("broken (tcp://")
     assert "its docker engine does not answer" in left_out["reason"]
     assert "worker broken (tcp://" in result.out
+
+
+def test_ctrl_c_cancels_the_cluster_s_builds(build, dask_cluster, registry,  # noqa: F811
+                                             busybox_base, tmp_path):
+    dask_cluster.add_worker("w1", builds=2)
+    templates = templates_dir(tmp_path, {
+        "base": TEMPLATES["base"],
+        **{name: f'FROM {{{{ image_ref("base") }}}}\nRUN sleep 300 && echo {name} > /x\n'
+           for name in ("long1", "long2", "long3")}})
+    summary_file = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [str(BIN / "kiln-build"), "--templates-dir", templates, "--namespace", build.namespace,
+         "--template-var", f"busybox={busybox_base}", "--work-dir", tmp_path / "work",
+         "--network-mode", "host", "--executor", "dask", "--dask-scheduler",
+         dask_cluster.address, "--cache-registry", registry.host, "--cache-insecure",
+         "--summary-json-file", summary_file],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        building = set()
+        for line in process.stderr:
+            if ": building (on w1)" in line:
+                building.add(line.split()[1].rstrip(":"))
+            if {"long1", "long2"} <= building:
+                break
+        # both in their RUN step on the host daemon
+        while len(sleeping(build.namespace)) < 2:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    summary = json.loads(summary_file.read_text())
+    cancelled = {entry["name"]: entry["reason"] for entry in summary["cancelled"]}
+    assert cancelled == {"long1": "interrupted while building",
+                         "long2": "interrupted while building",
+                         "long3": "not started: interrupted"}
+    assert [entry["name"] for entry in summary["built"]] == ["base"]
+    # the worker was told to stop: its builds' containers go away (well before 300 s)
+    deadline = time.monotonic() + 120
+    while sleeping(build.namespace):
+        assert time.monotonic() < deadline, "the interrupted builds kept running"
+        time.sleep(0.5)
+
+
+def sleeping(namespace):
+    """The host daemon's running containers of builds of this namespace's images."""
+    listed = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.Command}}"],
+                            capture_output=True, text=True, timeout=30).stdout
+    return [line for line in listed.splitlines() if "sleep 300" in line]

@@ -170,13 +170,15 @@ def test_interrupt_cancels_what_is_not_done():
             raise KeyboardInterrupt
 
     client = FakeClient(outcome)
-    sched, _ = scheduler(FAMILY, client, on_event=on_event)
+    sched, logs = scheduler(FAMILY, client, on_event=on_event)
     with pytest.raises(KeyboardInterrupt):
         sched.run()
     outcomes = sched.outcomes()
     assert outcomes["base"].status is Status.BUILT
     assert sorted(client.cancelled) == ["a", "b"]
-    assert outcomes["a"].reason == "interrupted while building on w1"
+    assert outcomes["a"].reason == "interrupted while building"
+    assert outcomes["a"].worker == "w1"
+    assert logs["a"] == "kiln: interrupted while building on w1 (its output was not fetched)\n"
     for name in ("a1", "a2", "b1"):
         assert outcomes[name].status is Status.CANCELLED
         assert outcomes[name].reason == "not started: interrupted"
