@@ -72,7 +72,10 @@ def _builders(client, address: str, engine: str) -> tuple[dict[str, str], dict[s
         client.wait_for_workers(1, timeout=WORKER_WAIT)
     except TimeoutError:
         pass   # reported below, as no worker with the resource
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    try:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # distributed before 2025: every worker, always
+        info = client.scheduler_info()["workers"]
     names = {addr: _name(addr, worker) for addr, worker in info.items()}
     builders = [addr for addr, worker in info.items()
                 if worker.get("resources", {}).get(RESOURCE, 0) >= 1]
