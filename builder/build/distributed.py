@@ -4,8 +4,10 @@ Each image is a task, submitted as soon as its in-set parents are built
 (or found in the cache registry) with their cache entries as arguments; Dask
 runs it on any worker with a free ``kiln-build`` resource. kiln's
 critical-path ranks are the tasks' priorities; ``--retries`` are task
-retries; a worker that dies has its tasks rerun elsewhere by Dask. Images
-found in the cache registry are not tasks at all (status ``cached``).
+retries; a worker that dies has its tasks rerun elsewhere by Dask, and one
+whose engine stops answering is left out: its images are submitted again,
+to the other workers. Images found in the cache registry are not tasks at
+all (status ``cached``).
 
 The DAG's edges are kept here rather than given to Dask as task
 dependencies: Dask runs a task where its dependencies' results are, so every
@@ -38,6 +40,7 @@ from builder.build.remote import (
     RESOURCE,
     TOPIC,
     BuildFailed,
+    EngineUnavailable,
     RemoteBuild,
     RemoteResult,
     build_image,
@@ -100,6 +103,9 @@ class DaskScheduler:
         self._state = {name: _State() for name in self._names}
         self._rank = priorities(graph, self._names, options.estimates)
         self._futures: dict[str, object] = {}
+        self._submits: dict[str, int] = {}      # how often each image was submitted
+        self._usable = dict(cluster.workers)    # address -> name of the workers to use
+        self._not_used = dict(cluster.not_used)  # worker -> why it is left out
         self._entries: dict[str, CacheEntry] = dict(self._cached)  # where parents are
         self._events: queue.Queue = queue.Queue()
         self.run_id = f"kiln-{uuid.uuid4().hex}"
@@ -140,6 +146,11 @@ class DaskScheduler:
                 LOG.debug("cannot unsubscribe from %s", TOPIC, exc_info=True)
         return self.outcomes()
 
+    @property
+    def workers_not_used(self) -> dict[str, str]:
+        """The workers left out (before or during the run): worker -> why."""
+        return dict(self._not_used)
+
     def outcomes(self) -> dict[str, Outcome]:
         return {name: Outcome(name, s.status, s.reason, s.image_id, s.duration,
                               attempts=s.attempts,
@@ -162,21 +173,26 @@ class DaskScheduler:
 
     def _submit_ready(self, names: Iterable[str]) -> None:
         """Submit the queued images among ``names`` whose in-set parents are all built."""
-        restrict = list(self._cluster.workers) if self._cluster.not_used else None
         for name in names:
             parents = [parent for parent in self._graph.predecessors(name)
                        if parent in self._names]
             if self._state[name].status is not Status.QUEUED or name in self._futures \
                     or not all(parent in self._entries for parent in parents):
                 continue
-            future = self._client.submit(
-                build_image, self._request(name, self.run_id),
-                {parent: self._entries[parent] for parent in parents},
-                key=f"kiln-build-{self.run_id[5:13]}-{name}", pure=False,
-                priority=round(self._rank[name] * 1000), retries=self._options.retries,
-                resources={RESOURCE: 1}, workers=restrict)
-            future.add_done_callback(lambda f, name=name: self._events.put(("done", name, f)))
-            self._futures[name] = future
+            self._submit(name, parents)
+
+    def _submit(self, name: str, parents: list[str]) -> None:
+        # only workers known to work, once one was left out (new ones are not checked)
+        restrict = list(self._usable) if self._not_used else None
+        count = self._submits[name] = self._submits.get(name, 0) + 1
+        future = self._client.submit(
+            build_image, self._request(name, self.run_id),
+            {parent: self._entries[parent] for parent in parents},
+            key=f"kiln-build-{self.run_id[5:13]}-{name}-{count}", pure=False,
+            priority=round(self._rank[name] * 1000), retries=self._options.retries,
+            resources={RESOURCE: 1}, workers=restrict)
+        future.add_done_callback(lambda f, name=name: self._events.put(("done", name, f)))
+        self._futures[name] = future
 
     # -- results (the calling thread only) ------------------------------------
 
@@ -217,7 +233,9 @@ class DaskScheduler:
             return
         if future.status == "error":
             exc = future.exception()
-            if isinstance(exc, BuildFailed):
+            if isinstance(exc, EngineUnavailable):
+                self._elsewhere(name, exc)
+            elif isinstance(exc, BuildFailed):
                 self._write_log(name, exc.log)
                 state.worker = exc.worker
                 self._fail(name, exc.reason)
@@ -226,6 +244,24 @@ class DaskScheduler:
                 self._fail(name, f"{type(exc).__name__}: {exc}")
         else:
             self._fail(name, f"the task was {future.status} by the Dask scheduler")
+
+    def _elsewhere(self, name: str, exc: EngineUnavailable) -> None:
+        """The worker's engine does not answer: leave the worker out, and
+        submit the image again to the others (if any are left)."""
+        state = self._state[name]
+        self._usable.pop(exc.address, None)
+        if exc.worker not in self._not_used:
+            self._not_used[exc.worker] = f"its engine stopped answering: {exc.reason}"
+            LOG.warning("Dask worker %s is left out: its engine stopped answering (%s)",
+                        exc.worker, exc.reason)
+        if not self._usable:
+            self._fail(name, f"no worker left whose engine answers (the last: {exc})")
+            return
+        state.status = Status.QUEUED
+        del self._futures[name]
+        self._on_event(name, Status.QUEUED, f"retrying elsewhere: {exc}")
+        self._submit(name, [parent for parent in self._graph.predecessors(name)
+                            if parent in self._names])
 
     def _fail(self, name: str, reason: str) -> None:
         """FAILED; its descendants (never submitted) PARENT_FAILED."""

@@ -86,6 +86,18 @@ class BuildFailed(Exception):
         return f"image {self.name!r} failed on worker {self.worker}: {self.reason}"
 
 
+class EngineUnavailable(Exception):
+    """The worker's engine does not answer: the client leaves the worker out
+    and submits the image to the others."""
+
+    def __init__(self, address: str, worker: str, reason: str):
+        super().__init__(address, worker, reason)
+        self.address, self.worker, self.reason = address, worker, reason
+
+    def __str__(self) -> str:
+        return f"the engine of worker {self.worker} does not answer: {self.reason}"
+
+
 def pack_context(context: Path) -> bytes:
     """The build context directory as an uncompressed tar."""
     buffer = io.BytesIO()
@@ -125,6 +137,11 @@ def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> Remo
                                name=f"kiln-cancel-{name}", daemon=True)
     watcher.start()
     engine = worker_engine(request.options.engine)
+    try:
+        engine.ping()
+    except KilnError as exc:
+        finished.set()
+        raise EngineUnavailable(worker.address, worker_name, exc.message) from exc
     cache = RegistryCache(request.options.cache, request.naming)
     try:
         with tempfile.TemporaryDirectory(prefix=f"kiln-{name}-") as tmp:

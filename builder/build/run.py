@@ -136,7 +136,7 @@ def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
         not_matched=plan.selection.not_matched | plan.selection.excluded,
         logs={name: builder.log_path(name) for name in outcomes},
         allowed_to_fail=options.allowed_to_fail,
-        workers_not_used=cluster.not_used if cluster is not None else None)
+        workers_not_used=scheduler.workers_not_used if cluster is not None else None)
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
 
 

@@ -15,7 +15,7 @@ import pytest
 from builder.build.cache import CacheEntry
 from builder.build.cluster import Cluster, import_distributed
 from builder.build.distributed import DaskScheduler
-from builder.build.remote import RESOURCE, BuildFailed, RemoteResult
+from builder.build.remote import RESOURCE, BuildFailed, EngineUnavailable, RemoteResult
 from builder.build.scheduler import SchedulerOptions, Status, priorities
 from builder.errors import ConfigError
 
@@ -87,8 +87,8 @@ def built(name):
                         hand_off=0.5, started=0.0, ended=2.0)
 
 
-def scheduler(graph, client, **keywords):
-    cluster = Cluster(client, "tcp://sched:8786", {"tcp://w1": "w1"}, {})
+def scheduler(graph, client, workers=None, **keywords):
+    cluster = Cluster(client, "tcp://sched:8786", workers or {"tcp://w1": "w1"}, {})
     logs = {}
     sched = DaskScheduler(cluster, graph, graph.nodes, lambda name, run: (name, run),
                           options=keywords.pop("options", SchedulerOptions()),
@@ -182,6 +182,34 @@ def test_interrupt_cancels_what_is_not_done():
     for name in ("a1", "a2", "b1"):
         assert outcomes[name].status is Status.CANCELLED
         assert outcomes[name].reason == "not started: interrupted"
+
+
+def test_a_worker_whose_engine_stops_answering_is_left_out():
+    attempts = []
+
+    def outcome(name):
+        attempts.append(name)
+        if name == "a" and attempts.count("a") == 1:
+            raise EngineUnavailable("tcp://w2", "w2", "connection refused")
+        return built(name)
+
+    client = FakeClient(outcome)
+    events = []
+    sched, _ = scheduler(FAMILY, client, workers={"tcp://w1": "w1", "tcp://w2": "w2"},
+                         on_event=lambda name, status, detail: events.append(
+                             (name, status, detail)))
+    outcomes = sched.run()
+    assert {o.status for o in outcomes.values()} == {Status.BUILT}
+    submits = [(name, keywords) for name, _, keywords in client.submitted]
+    assert [name for name, _ in submits].count("a") == 2
+    first, again = [i for i, (name, _) in enumerate(submits) if name == "a"]
+    assert submits[first][1]["workers"] is None
+    # from then on, only the workers whose engine answered
+    assert all(keywords["workers"] == ["tcp://w1"] for _, keywords in submits[again:])
+    assert len({keywords["key"] for _, keywords in submits}) == len(submits)
+    assert sched.workers_not_used == {"w2": "its engine stopped answering: connection refused"}
+    assert ("a", Status.QUEUED, "retrying elsewhere: the engine of worker w2 does not "
+                                "answer: connection refused") in events
 
 
 def test_without_distributed_the_error_names_the_extra(monkeypatch):
