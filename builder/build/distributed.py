@@ -42,9 +42,11 @@ from builder.build.remote import (
     BuildFailed,
     EngineUnavailable,
     RemoteBuild,
+    RemotePush,
     RemoteResult,
     build_image,
     pack_context,
+    push_image,
 )
 from builder.build.scheduler import EventFn, Outcome, SchedulerOptions, Status, priorities
 from builder.naming import ImageNaming
@@ -54,16 +56,28 @@ LOG = logging.getLogger(__name__)
 _POLL = 0.5     # seconds between looks at signals while waiting (Ctrl-C)
 
 
-def task_requests(images: Mapping[str, PreparedImage], options: RunOptions,
-                  naming: ImageNaming) -> Callable[[str, str], RemoteBuild]:
-    """``request(name, run id)``: an image's task, its context packed when asked."""
-    def request(name: str, run: str) -> RemoteBuild:
-        image = images[name]
+@dataclass(frozen=True)
+class Tasks:
+    """Makes the tasks of a run's images (each context packed when asked)."""
+
+    images: Mapping[str, PreparedImage]
+    options: RunOptions
+    naming: ImageNaming
+
+    @property
+    def push(self) -> bool:
+        return self.options.push
+
+    def build(self, name: str, run: str) -> RemoteBuild:
+        image = self.images[name]
         return RemoteBuild(run=run, image=image, context=pack_context(image.context),
-                           parents={parent: images[parent] for parent in image.parents
-                                    if parent in images},
-                           options=options, naming=naming)
-    return request
+                           parents={parent: self.images[parent] for parent in image.parents
+                                    if parent in self.images},
+                           options=self.options, naming=self.naming)
+
+    def push_cached(self, name: str, run: str, entry: CacheEntry) -> RemotePush:
+        return RemotePush(run=run, image=self.images[name], entry=entry,
+                          options=self.options, naming=self.naming)
 
 
 @dataclass
@@ -74,17 +88,18 @@ class _State:
     duration: float = 0.0
     attempts: int = 0
     worker: str | None = None
+    build_status: Status | None = None   # BUILT or CACHED, also once pushed
 
 
 class DaskScheduler:
     def __init__(self, cluster: Cluster, graph: nx.DiGraph, names: Iterable[str],
-                 request: Callable[[str, str], RemoteBuild], *,
+                 tasks: Tasks, *,
                  options: SchedulerOptions,
                  cached: Mapping[str, CacheEntry] | None = None,
                  write_log: Callable[[str, str], None] = lambda name, text: None,
                  on_event: EventFn | None = None,
                  failed: Mapping[str, str] | None = None):
-        """``request(name, run id)``: the task of an image (its context packed).
+        """``tasks``: makes each image's task.
 
         ``cached``: the images found in the cache registry (not built);
         ``failed``: those that failed before the run (e.g. their sources).
@@ -93,7 +108,7 @@ class DaskScheduler:
         self._client = cluster.client
         self._graph = graph
         self._names = set(names)
-        self._request = request
+        self._tasks = tasks
         self._options = options
         self._cached = {name: entry for name, entry in (cached or {}).items()
                         if name in self._names}
@@ -154,7 +169,7 @@ class DaskScheduler:
     def outcomes(self) -> dict[str, Outcome]:
         return {name: Outcome(name, s.status, s.reason, s.image_id, s.duration,
                               attempts=s.attempts,
-                              build_status=s.status if s.status.ok else None,
+                              build_status=s.build_status,
                               worker=s.worker)
                 for name, s in sorted(self._state.items())}
 
@@ -167,8 +182,12 @@ class DaskScheduler:
         for name, entry in sorted(self._cached.items()):
             state = self._state[name]
             if state.status is Status.QUEUED:
-                state.status, state.image_id = Status.CACHED, entry.image_id
+                state.status = state.build_status = Status.CACHED
+                state.image_id = entry.image_id
                 self._on_event(name, Status.CACHED, "")
+                if self._tasks.push:    # pulled from the cache and pushed by a worker
+                    state.status = Status.PUSHING
+                    self._submit(name)
         self._submit_ready(sorted(self._names))
 
     def _submit_ready(self, names: Iterable[str]) -> None:
@@ -179,16 +198,21 @@ class DaskScheduler:
             if self._state[name].status is not Status.QUEUED or name in self._futures \
                     or not all(parent in self._entries for parent in parents):
                 continue
-            self._submit(name, parents)
+            self._submit(name)
 
-    def _submit(self, name: str, parents: list[str]) -> None:
+    def _submit(self, name: str) -> None:
+        """Its build task, or its push task if it was found in the cache."""
+        if self._state[name].build_status is Status.CACHED:
+            call = (push_image, self._tasks.push_cached(name, self.run_id, self._entries[name]))
+        else:
+            call = (build_image, self._tasks.build(name, self.run_id),
+                    {parent: self._entries[parent] for parent in self._graph.predecessors(name)
+                     if parent in self._names})
         # only workers known to work, once one was left out (new ones are not checked)
         restrict = list(self._usable) if self._not_used else None
         count = self._submits[name] = self._submits.get(name, 0) + 1
         future = self._client.submit(
-            build_image, self._request(name, self.run_id),
-            {parent: self._entries[parent] for parent in parents},
-            key=f"kiln-build-{self.run_id[5:13]}-{name}-{count}", pure=False,
+            *call, key=f"kiln-{call[0].__name__}-{self.run_id[5:13]}-{name}-{count}", pure=False,
             priority=round(self._rank[name] * 1000), retries=self._options.retries,
             resources={RESOURCE: 1}, workers=restrict)
         future.add_done_callback(lambda f, name=name: self._events.put(("done", name, f)))
@@ -207,34 +231,34 @@ class DaskScheduler:
         state = self._state.get(name)
         if state is None or state.status.done:
             return
-        state.status, state.worker = Status.BUILDING, worker
-        state.attempts += 1
+        status = Status.PUSHING if message.get("kind") == "push" else Status.BUILDING
+        state.status, state.worker = status, worker
+        if status is Status.BUILDING:
+            state.attempts += 1
         detail = f"on {worker}" + (f", attempt {state.attempts}" if state.attempts > 1 else "")
-        self._on_event(name, Status.BUILDING, detail)
+        self._on_event(name, status, detail)
 
     def _finish(self, name: str, future) -> None:
         state = self._state[name]
         if state.status.done:
             return          # e.g. cancelled as a parent failed
-        state.attempts = max(state.attempts, 1)
+        pushing = state.build_status is Status.CACHED
+        state.attempts = max(state.attempts, 0 if pushing else 1)
         if future.status == "finished":
             start = time.perf_counter()
             result: RemoteResult = future.result()
             self.fetch_seconds += time.perf_counter() - start
             self.results[name] = result
             self._write_log(name, result.log)
-            state.status, state.reason = Status(result.status), result.reason
-            state.image_id, state.worker = result.image_id, result.worker
-            state.duration = result.duration
-            detail = f"on {result.worker}" + (f": {result.reason}" if result.reason else "")
-            self._on_event(name, state.status, detail)
-            self._entries[name] = result.entry
-            self._submit_ready(sorted(self._graph.successors(name)))
+            self._finished(name, state, result)
             return
         if future.status == "error":
             exc = future.exception()
             if isinstance(exc, EngineUnavailable):
                 self._elsewhere(name, exc)
+            elif pushing:
+                state.status, state.reason = Status.PUSH_FAILED, f"{type(exc).__name__}: {exc}"
+                self._on_event(name, state.status, state.reason)
             elif isinstance(exc, BuildFailed):
                 self._write_log(name, exc.log)
                 state.worker = exc.worker
@@ -244,6 +268,23 @@ class DaskScheduler:
                 self._fail(name, f"{type(exc).__name__}: {exc}")
         else:
             self._fail(name, f"the task was {future.status} by the Dask scheduler")
+
+    def _finished(self, name: str, state: _State, result: RemoteResult) -> None:
+        state.build_status = Status(result.status)
+        state.status, state.reason = state.build_status, result.reason
+        state.image_id, state.worker = result.image_id, result.worker
+        state.duration = result.duration
+        on = f"on {result.worker}"
+        if result.pushed is not None:
+            if state.build_status is not Status.CACHED:   # cached: reported at the start
+                self._on_event(name, state.status, on + (f": {state.reason}"
+                                                         if state.reason else ""))
+            state.status = Status.PUSHED if result.pushed else Status.PUSH_FAILED
+            state.reason = result.push_reason
+        self._on_event(name, state.status, on + (f": {state.reason}" if state.reason else ""))
+        if name not in self._entries:
+            self._entries[name] = result.entry
+            self._submit_ready(sorted(self._graph.successors(name)))
 
     def _elsewhere(self, name: str, exc: EngineUnavailable) -> None:
         """The worker's engine does not answer: leave the worker out, and
@@ -257,11 +298,9 @@ class DaskScheduler:
         if not self._usable:
             self._fail(name, f"no worker left whose engine answers (the last: {exc})")
             return
-        state.status = Status.QUEUED
-        del self._futures[name]
-        self._on_event(name, Status.QUEUED, f"retrying elsewhere: {exc}")
-        self._submit(name, [parent for parent in self._graph.predecessors(name)
-                            if parent in self._names])
+        state.status = Status.PUSHING if state.build_status is Status.CACHED else Status.QUEUED
+        self._on_event(name, state.status, f"retrying elsewhere: {exc}")
+        self._submit(name)
 
     def _fail(self, name: str, reason: str) -> None:
         """FAILED; its descendants (never submitted) PARENT_FAILED."""
@@ -290,7 +329,9 @@ class DaskScheduler:
         for name, state in sorted(self._state.items()):
             if state.status.done:
                 continue
-            if state.status is Status.BUILDING:
+            if state.status is Status.PUSHING:
+                reason = "not pushed: interrupted"
+            elif state.status is Status.BUILDING:
                 reason = "interrupted while building"
                 self._write_log(name, f"kiln: interrupted while building on {state.worker} "
                                       f"(its output was not fetched)\n")

@@ -11,11 +11,14 @@ fingerprint tag naming an unfinished image.
 The engine is the worker's own: the engine's name travels with the task, its
 socket (``DOCKER_HOST``, ...) comes from the worker's environment. A failed
 build raises :class:`BuildFailed`, so Dask retries the task (on any worker);
-the client gets the log either way. Nothing here touches run state.
+the client gets the log either way. With ``--push`` the task then pushes the
+image to ``--registry``; an image found in the cache is pushed by a task of
+its own (:func:`push_image`). Nothing here touches run state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -23,7 +26,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from builder.naming import ImageNaming
 from builder.settings import RunOptions
 
 LOG = logging.getLogger(__name__)
-TOPIC = "kiln-build"        # the event a task sends when it starts: {run, name, builder}
+TOPIC = "kiln-build"        # a task's start: {run, name, builder, kind: build or push}
 RESOURCE = "kiln-build"     # a worker's concurrent builds: dask worker --resources kiln-build=N
 CANCEL_POLL = 2.0           # seconds between looks at the run's cancel event
 
@@ -73,6 +76,19 @@ class RemoteResult:
     hand_off: float          # of which pulling parents from and pushing to the cache
     started: float           # time.time() on the worker
     ended: float
+    pushed: bool | None = None   # --push: whether it reached --registry
+    push_reason: str = ""        # why not
+
+
+@dataclass(frozen=True)
+class RemotePush:
+    """--push of an image found in the cache (not built): its task."""
+
+    run: str
+    image: PreparedImage
+    entry: CacheEntry
+    options: RunOptions
+    naming: ImageNaming
 
 
 class BuildFailed(Exception):
@@ -123,51 +139,107 @@ def ping_engine(name: str) -> str:
     return ""
 
 
-def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> RemoteResult:
-    """Build ``request.image`` on this worker's engine; ``parents``: their cache entries."""
+@dataclass
+class _OnWorker:
+    """What a task has on its worker: its name, its engine, a cancel flag (Ctrl-C)."""
+
+    worker: str
+    engine: Engine
+    cancel: threading.Event
+    started: float
+
+
+@contextlib.contextmanager
+def _on_worker(run: str, name: str, kind: str, engine_name: str) -> Iterator[_OnWorker]:
+    """Announce the task's start, watch the run's cancel event, check the engine answers."""
     from distributed import get_client, get_worker
 
     worker = get_worker()
     worker_name = str(worker.name)
     started = time.time()
-    name = request.image.name
-    worker.log_event(TOPIC, {"run": request.run, "name": name, "builder": worker_name})
+    worker.log_event(TOPIC, {"run": run, "name": name, "builder": worker_name, "kind": kind})
     cancel, finished = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch, args=(get_client(), request.run, cancel, finished),
-                               name=f"kiln-cancel-{name}", daemon=True)
-    watcher.start()
-    engine = worker_engine(request.options.engine)
+    threading.Thread(target=_watch, args=(get_client(), run, cancel, finished),
+                     name=f"kiln-cancel-{name}", daemon=True).start()
     try:
-        engine.ping()
-    except KilnError as exc:
+        engine = worker_engine(engine_name)
+        try:
+            engine.ping()
+        except KilnError as exc:
+            raise EngineUnavailable(worker.address, worker_name, exc.message) from exc
+        yield _OnWorker(worker_name, engine, cancel, started)
+    finally:
         finished.set()
-        raise EngineUnavailable(worker.address, worker_name, exc.message) from exc
-    cache = RegistryCache(request.options.cache, request.naming)
-    try:
-        with tempfile.TemporaryDirectory(prefix=f"kiln-{name}-") as tmp:
+
+
+def build_image(request: RemoteBuild, parents: Mapping[str, CacheEntry]) -> RemoteResult:
+    """Build ``request.image`` on this worker's engine (and push it with --push);
+    ``parents``: their cache entries."""
+    name = request.image.name
+    with _on_worker(request.run, name, "build", request.options.engine) as here, \
+            tempfile.TemporaryDirectory(prefix=f"kiln-{name}-") as tmp:
+        cache = RegistryCache(request.options.cache, request.naming)
+        try:
             image = dataclasses.replace(request.image, context=Path(tmp, "context"))
             _unpack(request.context, image.context)
             images = {**request.parents, name: image}
             job = BuildJob(
                 images=images, options=request.options, work_dir=Path(tmp),
                 logs_dir=Path(tmp, "logs"), cache=cache, cache_required=True,
+                push_registry=request.naming.registry,
                 cached={parent: entry for parent, entry in parents.items()
-                        if not _holds(engine, images[parent], entry)})
-            builder = ImageBuilder(engine, job)
-            result = builder.build(name, cancel)
-            log = builder.log_path(name).read_text(encoding="utf-8", errors="replace")
+                        if not _holds(here.engine, images[parent], entry)})
+            builder = ImageBuilder(here.engine, job)
+            result = builder.build(name, here.cancel)
             if not result.ok:
-                raise BuildFailed(name, result.reason, log, worker_name)
-            entry = _cache_entry(cache, image, log, worker_name)
-            ended = time.time()
-            return RemoteResult(
-                name=name, image_id=result.image_id, entry=entry,
-                status=(result.status or Status.BUILT).value, reason=result.reason,
-                log=log, worker=worker_name, duration=ended - started,
-                hand_off=builder.hand_off(name), started=started, ended=ended)
-    finally:
-        finished.set()
-        cache.close()
+                raise BuildFailed(name, result.reason, _log(builder, name), here.worker)
+            entry = _cache_entry(cache, image, _log(builder, name), here.worker)
+            pushed, push_reason = _push(builder, name, here.cancel, request.options)
+        finally:
+            cache.close()
+        ended = time.time()
+        return RemoteResult(
+            name=name, image_id=result.image_id, entry=entry,
+            status=(result.status or Status.BUILT).value, reason=result.reason,
+            log=_log(builder, name), worker=here.worker, duration=ended - here.started,
+            hand_off=builder.hand_off(name), started=here.started, ended=ended,
+            pushed=pushed, push_reason=push_reason)
+
+
+def push_image(request: RemotePush) -> RemoteResult:
+    """--push of an image found in the cache: pull it by digest, push it to --registry."""
+    name = request.image.name
+    with _on_worker(request.run, name, "push", request.options.engine) as here, \
+            tempfile.TemporaryDirectory(prefix=f"kiln-{name}-") as tmp:
+        job = BuildJob(images={name: request.image}, options=request.options,
+                       work_dir=Path(tmp), logs_dir=Path(tmp, "logs"),
+                       cached={name: request.entry}, push_registry=request.naming.registry)
+        builder = ImageBuilder(here.engine, job)
+        pushed, push_reason = _push(builder, name, here.cancel, request.options)
+        ended = time.time()
+        return RemoteResult(
+            name=name, image_id=request.entry.image_id, entry=request.entry,
+            status=Status.CACHED.value, reason="", log=_log(builder, name), worker=here.worker,
+            duration=0.0, hand_off=builder.hand_off(name), started=here.started, ended=ended,
+            pushed=pushed, push_reason=push_reason)
+
+
+def _push(builder: ImageBuilder, name: str, cancel: threading.Event,
+          options: RunOptions) -> tuple[bool | None, str]:
+    """--push, with --retries: (pushed, why not); (None, "") without --push."""
+    if not options.push:
+        return None, ""
+    result = None
+    for _ in range(options.retries + 1):
+        result = builder.push(name, cancel)
+        if result.ok or cancel.is_set():
+            break
+    return result.ok, result.reason
+
+
+def _log(builder: ImageBuilder, name: str) -> str:
+    path = builder.log_path(name)
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 def _unpack(data: bytes, target: Path) -> None:

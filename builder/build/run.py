@@ -113,11 +113,10 @@ def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
             push=builder.push if options.push else None, options=scheduler_options,
             on_event=progress.event, failed=prepared.failed)
     else:
-        from builder.build.distributed import DaskScheduler, task_requests
+        from builder.build.distributed import DaskScheduler, Tasks
 
         scheduler = DaskScheduler(
-            cluster, plan.graph, to_build,
-            task_requests(prepared.images, options, settings.naming),
+            cluster, plan.graph, to_build, Tasks(prepared.images, options, settings.naming),
             options=scheduler_options, cached=builder.job.cached,
             write_log=lambda name, text: _append(builder.log_path(name), text),
             on_event=progress.event, failed=prepared.failed)

@@ -198,10 +198,6 @@ def _executor(conf: cfg.ConfigOpts) -> dict[str, str]:
         raise ConfigError("--executor dask needs --cache-mode readwrite or write: "
                           "the images workers build are handed over through "
                           "--cache-registry")
-    if conf.push:
-        raise ConfigError("--push is not supported with --executor dask yet: the "
-                          "images are in --cache-registry; copy them from there with "
-                          "kiln-registry sync")
     return {"executor": "dask", "dask_scheduler": address}
 
 

@@ -497,9 +497,6 @@ def test_unknown_engine_lists_available(kiln):
     (["--executor", "dask", "--dask-scheduler", "tcp://127.0.0.1:8786",
       "--cache-registry", "127.0.0.1:5000", "--cache-mode", "read"],
      "--executor dask needs --cache-mode readwrite or write"),
-    (["--executor", "dask", "--dask-scheduler", "tcp://127.0.0.1:8786",
-      "--cache-registry", "127.0.0.1:5000", "--push", "--registry", "127.0.0.1:5001"],
-     "--push is not supported with --executor dask yet"),
     (["--executor", "ray"], "executor"),
 ])
 def test_executor_dask_needs_its_companions(kiln, args, message):

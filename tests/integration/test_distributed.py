@@ -270,3 +270,21 @@ def sleeping(namespace):
     listed = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.Command}}"],
                             capture_output=True, text=True, timeout=30).stdout
     return [line for line in listed.splitlines() if "sleep 300" in line]
+
+
+def test_push_from_the_workers(build, dask_cluster, registry, tmp_path):  # noqa: F811
+    """--push: a built image is pushed by the worker that built it; one found
+    in the cache by a worker that pulls it from there."""
+    dask_cluster.add_worker("w1")
+    templates = templates_dir(tmp_path, {"base": TEMPLATES["base"]})
+    client = RegistryClient(registry.host, RegistryOptions(insecure=True))
+    for expected in ("built", "cached"):
+        result, summary = run_dask(build, dask_cluster, registry, templates, "--push",
+                                   "--registry", registry.host)
+        assert result.code == 0, result.err
+        entry, = summary["built"]
+        assert (entry["status"], entry["worker"]) == ("pushed", "w1")
+        assert f"base: {expected}" in result.err
+        pushed = client.manifest(f"{build.namespace}/base", "latest")
+        assert pushed is not None and pushed.config_digest == entry["id"]
+        assert is_complete(pushed.labels, pushed.labels[FINGERPRINT])

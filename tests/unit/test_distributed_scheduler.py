@@ -7,6 +7,7 @@ in the order they were submitted, so each case is exact.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import networkx as nx
@@ -63,9 +64,10 @@ class FakeClient:
     def unsubscribe_topic(self, topic):
         self.handler = None
 
-    def submit(self, function, request, parents, **keywords):
+    def submit(self, function, request, *parents, **keywords):
         name, run = request
-        self.submitted.append((name, dict(parents), keywords))
+        keywords["function"] = function.__name__
+        self.submitted.append((name, dict(*parents), keywords))
         future = FakeFuture(name)
         self.handler((0.0, {"run": run, "name": name, "builder": self.worker}))
         try:
@@ -87,10 +89,23 @@ def built(name):
                         hand_off=0.5, started=0.0, ended=2.0)
 
 
-def scheduler(graph, client, workers=None, **keywords):
+class FakeTasks:
+    """Each task's request is (name, run id)."""
+
+    def __init__(self, push=False):
+        self.push = push
+
+    def build(self, name, run):
+        return name, run
+
+    def push_cached(self, name, run, entry):
+        return name, run
+
+
+def scheduler(graph, client, workers=None, push=False, **keywords):
     cluster = Cluster(client, "tcp://sched:8786", workers or {"tcp://w1": "w1"}, {})
     logs = {}
-    sched = DaskScheduler(cluster, graph, graph.nodes, lambda name, run: (name, run),
+    sched = DaskScheduler(cluster, graph, graph.nodes, FakeTasks(push),
                           options=keywords.pop("options", SchedulerOptions()),
                           write_log=lambda name, text: logs.__setitem__(name, text),
                           **keywords)
@@ -210,6 +225,28 @@ def test_a_worker_whose_engine_stops_answering_is_left_out():
     assert sched.workers_not_used == {"w2": "its engine stopped answering: connection refused"}
     assert ("a", Status.QUEUED, "retrying elsewhere: the engine of worker w2 does not "
                                 "answer: connection refused") in events
+
+
+def test_push_built_and_cached_images_on_the_workers():
+    def outcome(name):
+        result = built(name)
+        if name in ("base", "a"):   # cached: pushed by a task of its own
+            result = dataclasses.replace(result, status="cached", duration=0.0)
+        return dataclasses.replace(result, pushed=name != "b1",
+                                   push_reason="" if name != "b1" else "denied")
+
+    client = FakeClient(outcome)
+    sched, _ = scheduler(FAMILY, client, push=True,
+                         cached={"base": entry("base"), "a": entry("a")})
+    outcomes = sched.run()
+    functions = {name: keywords["function"] for name, _, keywords in client.submitted}
+    assert functions == {"base": "push_image", "a": "push_image", "b": "build_image",
+                         "a1": "build_image", "a2": "build_image", "b1": "build_image"}
+    assert [(o.status, o.build_status) for o in (outcomes["base"], outcomes["a"])] == \
+        [(Status.PUSHED, Status.CACHED)] * 2
+    assert (outcomes["b"].status, outcomes["b"].build_status) == (Status.PUSHED, Status.BUILT)
+    assert (outcomes["b1"].status, outcomes["b1"].reason) == (Status.PUSH_FAILED, "denied")
+    assert outcomes["a2"].status is Status.PUSHED     # after a1, after the cached a
 
 
 def test_without_distributed_the_error_names_the_extra(monkeypatch):
