@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.build.cache import RegistryCache, lookup_missing
 from builder.build.context import locked_work_dir, prepare_logs_dir
 from builder.build.durations import load_durations, save_durations
-from builder.build.prepare import prepare
+from builder.build.prepare import Preparation, prepare
 from builder.build.refresh import decide_refreshes
-from builder.build.scheduler import Scheduler, SchedulerOptions, Status
+from builder.build.scheduler import EventFn, Scheduler, SchedulerOptions, Status
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
 from builder.engines.base import Engine
@@ -29,6 +30,10 @@ from builder.output.progress import make_progress
 from builder.output.summary import exit_code, summarize
 from builder.plan import Plan
 from builder.settings import BuildSettings, cache_home
+
+if TYPE_CHECKING:  # Dask's side loads only for --executor dask
+    from builder.build.cluster import Cluster
+    from builder.build.distributed import DaskScheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +63,7 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
 
 
 @contextlib.contextmanager
-def _cluster(settings: BuildSettings) -> Iterator[object | None]:
+def _cluster(settings: BuildSettings) -> Iterator[Cluster | None]:
     """--executor dask: the Dask cluster, checked before anything is prepared or built."""
     if settings.run.executor != "dask":
         yield None
@@ -73,7 +78,7 @@ def _cluster(settings: BuildSettings) -> Iterator[object | None]:
 
 
 def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
-            engine: Engine, cluster) -> RunResult:
+            engine: Engine, cluster: Cluster | None) -> RunResult:
     options = settings.run
     for name in settings.sources:
         if name not in plan.templates.images:
@@ -103,23 +108,13 @@ def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
     history = cache_home() / "durations.json"
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
-    scheduler_options = SchedulerOptions(
-        threads=options.threads, retries=options.retries, push_threads=options.push_threads,
-        estimates={name: known[ref] for name in to_build
-                   if (ref := settings.naming.repository(name)) in known})
-    if cluster is None:
-        scheduler = Scheduler(
-            plan.graph, to_build, builder.build,
-            push=builder.push if options.push else None, options=scheduler_options,
-            on_event=progress.event, failed=prepared.failed)
-    else:
-        from builder.build.distributed import DaskScheduler, Tasks
-
-        scheduler = DaskScheduler(
-            cluster, plan.graph, to_build, Tasks(prepared.images, options, settings.naming),
-            options=scheduler_options, cached=builder.job.cached,
-            write_log=lambda name, text: _append(builder.log_path(name), text),
-            on_event=progress.event, failed=prepared.failed)
+    scheduler = _scheduler(
+        settings, plan, to_build, prepared, builder, cluster, progress.event,
+        SchedulerOptions(
+            threads=options.threads, retries=options.retries,
+            push_threads=options.push_threads,
+            estimates={name: known[ref] for name in to_build
+                       if (ref := settings.naming.repository(name)) in known}))
     interrupted = False
     with progress:
         try:
@@ -137,6 +132,23 @@ def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
         allowed_to_fail=options.allowed_to_fail,
         workers_not_used=scheduler.workers_not_used if cluster is not None else None)
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
+
+
+def _scheduler(settings: BuildSettings, plan: Plan, to_build: list[str],
+               prepared: Preparation, builder: ImageBuilder, cluster: Cluster | None,
+               on_event: EventFn, options: SchedulerOptions) -> Scheduler | DaskScheduler:
+    """The threads on this host's engine, or the tasks of the Dask cluster."""
+    if cluster is None:
+        return Scheduler(plan.graph, to_build, builder.build,
+                         push=builder.push if settings.run.push else None, options=options,
+                         on_event=on_event, failed=prepared.failed)
+    from builder.build.distributed import DaskScheduler, Tasks
+
+    return DaskScheduler(cluster, plan.graph, to_build,
+                         Tasks(prepared.images, settings.run, settings.naming),
+                         options=options, cached=builder.job.cached,
+                         write_log=lambda name, text: _append(builder.log_path(name), text),
+                         on_event=on_event, failed=prepared.failed)
 
 
 def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: BuildJob,
