@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(docker.io docker-registry skopeo busybox-static graphviz git apache2-utils rpm
-          debootstrap python3-venv podman buildah)
+          debootstrap python3-venv podman buildah iproute2)
 DOCKER=/usr/bin/docker
 DOCKERD=/usr/sbin/dockerd
 DOCKERD_LOG=/var/log/kiln-dockerd.log

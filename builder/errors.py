@@ -151,3 +151,7 @@ class WorkDirBusy(ConfigError):
 
 class ContextFileError(KilnError):
     """A file of an image directory that cannot be part of a build context."""
+
+
+class ClusterError(KilnError):
+    """The Dask cluster of --executor dask cannot be used (scheduler, workers, engines)."""

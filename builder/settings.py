@@ -73,6 +73,7 @@ class TemplateSettings:
 
 
 CACHE_MODES = ("read", "write", "readwrite")
+EXECUTORS = ("threads", "dask")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class RunOptions:
     cache: CacheSettings | None = None     # --cache-registry
     timeout: float = 120.0                 # seconds for a source download (--timeout)
     engine_base_url: str | None = None     # where the engine listens; None: its default
+    executor: str = "threads"              # "threads" or "dask" (builder.build.distributed)
+    dask_scheduler: str = ""               # --dask-scheduler ADDRESS
 
 
 @dataclass(frozen=True)

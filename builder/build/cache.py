@@ -142,6 +142,10 @@ class RegistryCache:
         LOG.warning("cache entry %s ignored (%s); building image %s", self.ref(image),
                     exc.message, image.name)
 
+    def lookup(self, image: PreparedImage) -> CacheEntry | None:
+        """One image's trusted entry, or None; RegistryError if the registry fails."""
+        return self._lookup(image)
+
     def _lookup(self, image: PreparedImage) -> CacheEntry | None:
         repository, tag = self.repository(image.name), cache_tag(image.fingerprint)
         with self._lock:

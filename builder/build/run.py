@@ -1,29 +1,39 @@
 """One build run: engine -> contexts and fingerprints -> scheduler -> summary.
 
 Everything between the plan and the printed summary; the CLI only prints.
+The scheduler is the thread one (this host's engine) or, with ``--executor
+dask``, the Dask one (builder.build.distributed): the run only chooses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.build.cache import RegistryCache, lookup_missing
 from builder.build.context import locked_work_dir, prepare_logs_dir
 from builder.build.durations import load_durations, save_durations
-from builder.build.prepare import prepare
+from builder.build.prepare import Preparation, prepare
 from builder.build.refresh import decide_refreshes
-from builder.build.scheduler import Scheduler, SchedulerOptions, Status
+from builder.build.scheduler import EventFn, Scheduler, SchedulerOptions, Status
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
 from builder.engines.base import Engine, EngineOptions
+from builder.errors import ClusterError
 from builder.output.progress import make_progress
 from builder.output.summary import exit_code, summarize
 from builder.plan import Plan
 from builder.settings import BuildSettings, cache_home
+
+if TYPE_CHECKING:  # Dask's side loads only for --executor dask
+    from builder.build.cluster import Cluster
+    from builder.build.distributed import DaskScheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +58,28 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
     options = settings.run
     engine = load_engine(options.engine, EngineOptions(base_url=options.engine_base_url))
     engine.ping()
+    with _cluster(settings) as cluster:
+        return _run_on(settings, plan, work_dir, logs_dir, engine, cluster)
+
+
+@contextlib.contextmanager
+def _cluster(settings: BuildSettings) -> Iterator[Cluster | None]:
+    """--executor dask: the Dask cluster, checked before anything is prepared or built."""
+    if settings.run.executor != "dask":
+        yield None
+        return
+    from builder.build.cluster import connect  # loads Dask only when asked for
+
+    cluster = connect(settings.run.dask_scheduler, settings.run.engine)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
+            engine: Engine, cluster: Cluster | None) -> RunResult:
+    options = settings.run
     for name in settings.sources:
         if name not in plan.templates.images:
             LOG.warning("config section [%s] defines a source, but the template "
@@ -59,29 +91,30 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
                                  options.refresh, created, options.threads)
     prepared = prepare(plan, settings, engine, to_build, work_dir,
                        cache_home() / "sources", created, refreshes)
+    # with Dask, an image is reused from the cache only: the workers' engines differ
     job = BuildJob(images=prepared.images, options=options, work_dir=work_dir,
                    logs_dir=logs_dir,
-                   existing={} if options.rebuild else reusable_images(
+                   existing={} if options.rebuild or cluster else reusable_images(
                        engine, prepared.images, options.threads))
     builder = ImageBuilder(engine, job)
     cache = _use_cache(settings, plan, to_build, job, builder)
-    if cache is not None:
-        job = builder.job
+    if cluster is not None and (cache is None or not cache.usable):
+        raise ClusterError(f"--executor dask: the cache registry {options.cache.registry} "
+                           f"cannot be used, and the workers hand their images over "
+                           f"through it")
     for name, reason in prepared.failed.items():
         with open(builder.log_path(name), "a", encoding="utf-8") as log:
             log.write(f"kiln: FAILED before building: {reason}\n")
     history = cache_home() / "durations.json"
     known = load_durations(history)
     progress = make_progress(to_build, options.quiet)
-    scheduler = Scheduler(
-        plan.graph, to_build, builder.build,
-        push=builder.push if options.push else None,
-        options=SchedulerOptions(
+    scheduler = _scheduler(
+        settings, plan, to_build, prepared, builder, cluster, progress.event,
+        SchedulerOptions(
             threads=options.threads, retries=options.retries,
             push_threads=options.push_threads,
             estimates={name: known[ref] for name in to_build
-                       if (ref := settings.naming.repository(name)) in known}),
-        on_event=progress.event, failed=prepared.failed)
+                       if (ref := settings.naming.repository(name)) in known}))
     interrupted = False
     with progress:
         try:
@@ -98,8 +131,26 @@ def _run_builds(settings: BuildSettings, plan: Plan, work_dir: Path,
         outcomes, settings.naming, skipped=skipped,
         not_matched=plan.selection.not_matched | plan.selection.excluded,
         logs={name: builder.log_path(name) for name in outcomes},
-        allowed_to_fail=options.allowed_to_fail)
+        allowed_to_fail=options.allowed_to_fail,
+        workers_not_used=scheduler.workers_not_used if cluster is not None else None)
     return RunResult(summary, exit_code(summary), interrupted, work_dir, logs_dir)
+
+
+def _scheduler(settings: BuildSettings, plan: Plan, to_build: list[str],
+               prepared: Preparation, builder: ImageBuilder, cluster: Cluster | None,
+               on_event: EventFn, options: SchedulerOptions) -> Scheduler | DaskScheduler:
+    """The threads on this host's engine, or the tasks of the Dask cluster."""
+    if cluster is None:
+        return Scheduler(plan.graph, to_build, builder.build,
+                         push=builder.push if settings.run.push else None, options=options,
+                         on_event=on_event, failed=prepared.failed)
+    from builder.build.distributed import DaskScheduler, Tasks
+
+    return DaskScheduler(cluster, plan.graph, to_build,
+                         Tasks(prepared.images, settings.run, settings.naming),
+                         options=options, cached=builder.job.cached,
+                         write_log=lambda name, text: _append(builder.log_path(name), text),
+                         on_event=on_event, failed=prepared.failed)
 
 
 def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: BuildJob,
@@ -111,17 +162,20 @@ def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: Bu
         return None
     cache = RegistryCache(options.cache, settings.naming)
     cached = {}
+    distributed = options.executor == "dask"
     if options.cache.reads and not options.rebuild:
         images = {name: image for name, image in job.images.items()
                   if not getattr(image, "refreshing", False)}
-        cached = lookup_missing(cache, images, builder.has_local, options.threads)
+        cached = lookup_missing(cache, images,
+                                (lambda image: False) if distributed else builder.has_local,
+                                options.threads)
     elif options.cache.writes:
         cache.check()
     if cached:
         LOG.info("%d image(s) found in cache registry %s", len(cached), cache.host)
     # a cached image is pulled when it was asked for by name (or is to be
     # pushed); a parent only when an image built here needs it
-    wanted = frozenset(to_build) if options.push else (
+    wanted = frozenset() if distributed else frozenset(to_build) if options.push else (
         plan.selection.requested & frozenset(to_build))
     builder.use_job(dataclasses.replace(
         job, cache=cache, cached=cached, wanted=wanted,
@@ -130,6 +184,11 @@ def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: Bu
     if pulls:
         LOG.info("pulling the %d cached image(s) this run needs locally", len(pulls))
     return cache
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(text)
 
 
 def _skip_existing(engine: Engine, settings: BuildSettings, plan: Plan

@@ -72,6 +72,7 @@ class Outcome:
     push_duration: float = 0.0
     attempts: int = 0
     build_status: Status | None = None   # BUILT, UNCHANGED or CACHED, also once pushed
+    worker: str | None = None      # the Dask worker that built it (--executor dask)
 
 
 @dataclass

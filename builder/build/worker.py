@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class BuildJob:
     cached: Mapping[str, CacheEntry] = field(default_factory=dict)
     wanted: frozenset[str] = frozenset()
     push_registry: str = ""      # --registry when --push is given
+    # a failed push to the cache fails the image (--executor dask: the cache
+    # is how its children, on other hosts, get it)
+    cache_required: bool = False
 
 
 def reusable_images(engine: Engine, images: Mapping[str, PreparedImage],
@@ -113,6 +117,7 @@ class ImageBuilder:
         self._lookups = ThreadPoolExecutor(2, "kiln-labels")
         # cached images pulled into the engine (ahead by fetch_needed, or when needed)
         self._pulls = CachePulls(engine, self.log_path, self._stream)
+        self._hand_off: dict[str, float] = {}   # seconds of cache pushes and parent pulls
 
     @property
     def job(self) -> BuildJob:
@@ -147,6 +152,11 @@ class ImageBuilder:
 
     def log_path(self, name: str) -> Path:
         return self._job.logs_dir / f"{name}.log"
+
+    def hand_off(self, name: str) -> float:
+        """Seconds the build of ``name`` spent pulling parents from the cache and
+        pushing itself there."""
+        return self._hand_off.get(name, 0.0)
 
     def build(self, name: str, cancel: threading.Event) -> WorkResult:
         image = self._job.images[name]
@@ -220,8 +230,12 @@ class ImageBuilder:
     def _parents_local(self, image: PreparedImage, log: TextIO,
                        cancel: threading.Event) -> None:
         """Pull the in-set parents that were cached but not pulled: the build needs them."""
-        for parent in image.parents:
-            self._pull_cached(parent, log, cancel)
+        start = time.monotonic()
+        try:
+            for parent in image.parents:
+                self._pull_cached(parent, log, cancel)
+        finally:
+            self._hand_off[image.name] = self.hand_off(image.name) + time.monotonic() - start
 
     def _pull_cached(self, name: str, log: TextIO, cancel: threading.Event) -> None:
         """Have a cached image in the engine, tagged as its target reference (once)."""
@@ -239,6 +253,7 @@ class ImageBuilder:
             return
         ref = cache.ref(image)
         _write(log, f"pushing to the cache as {ref}")
+        start = time.monotonic()
         try:
             self._engine.tag(image.ref, ref)
             try:
@@ -252,12 +267,15 @@ class ImageBuilder:
             raise
         except KilnError as exc:
             _write(log, f"CACHE PUSH FAILED: {exc}")
-            if self._job.options.push and self._job.push_registry == cache.host:
+            if self._job.cache_required or (
+                    self._job.options.push and self._job.push_registry == cache.host):
                 raise KilnError(f"image {image.name!r}: pushing it to the cache registry "
                                 f"failed: {exc.message}") from exc
             LOG.warning("image %s: pushing %s to the cache registry failed: %s",
                         image.name, ref, scrub_url(exc.message))
             return
+        finally:
+            self._hand_off[image.name] = self.hand_off(image.name) + time.monotonic() - start
         _write(log, f"pushed {ref}")
 
     def _complete_image(self, image: PreparedImage) -> ImageInfo | None:

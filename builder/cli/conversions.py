@@ -199,7 +199,27 @@ def _run_options(conf: cfg.ConfigOpts) -> RunOptions:
         cache=_cache_settings(conf),
         timeout=conf.timeout,
         engine_base_url=kolla.engine_base_url(conf),
+        **_executor(conf),
     )
+
+
+def _executor(conf: cfg.ConfigOpts) -> dict[str, str]:
+    """--executor and --dask-scheduler, checked against the cache they need."""
+    address = conf.dask_scheduler.strip()
+    if conf.executor != "dask":
+        return {"executor": conf.executor, "dask_scheduler": address}
+    if not address:
+        raise ConfigError("--executor dask needs --dask-scheduler ADDRESS "
+                          "(e.g. tcp://10.0.0.5:8786)")
+    if not conf.cache_registry.strip():
+        raise ConfigError("--executor dask needs --cache-registry: the workers hand "
+                          "the images they build to each other through it (a "
+                          "worker pulls the parents of its image from there)")
+    if conf.cache_mode == "read":
+        raise ConfigError("--executor dask needs --cache-mode readwrite or write: "
+                          "the images workers build are handed over through "
+                          "--cache-registry")
+    return {"executor": "dask", "dask_scheduler": address}
 
 
 def _cache_settings(conf: cfg.ConfigOpts) -> CacheSettings | None:

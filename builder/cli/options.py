@@ -32,6 +32,7 @@ from builder.cli.config_files import (
 from builder.cli.conversions import settings_from_conf
 from builder.errors import ConfigError
 from builder.settings import (
+    EXECUTORS,
     BuildSettings,
     cache_home,
 )
@@ -208,6 +209,15 @@ _cli_opts = [
     cfg.StrOpt("cache-ca-cert",
                help="PEM CA certificate(s) the TLS certificate of "
                     "--cache-registry is checked against."),
+    cfg.StrOpt("executor", default="threads", choices=list(EXECUTORS),
+               help="threads: build on this host's engine; dask: spread the "
+                    "builds over the workers of a Dask cluster "
+                    "(--dask-scheduler), each building on its own engine, "
+                    "images handed over through --cache-registry. Needs "
+                    "kiln[distributed]."),
+    cfg.StrOpt("dask-scheduler", default="",
+               help="Address of the Dask scheduler for --executor dask, e.g. "
+                    "tcp://10.0.0.5:8786."),
     cfg.MultiStrOpt("source-root", default=[],
                     help="A directory of sibling checkouts laid out as HOST/"
                          "PATH (Zuul's src/): a git source at scheme://HOST/"

@@ -4,6 +4,10 @@ and cancelled, each a list of {name, image, id, status, reason, duration}.
 
 ``cancelled`` holds the images an interrupt (Ctrl-C) stopped while they were
 building or pushing, or before they started; they are not failures.
+
+With ``--executor dask`` each image built has the ``worker`` that built it,
+and ``workers_not_used`` lists the workers left out (their engine did not
+answer), each {worker, reason}.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
               skipped: Mapping[str, str] | None = None,
               not_matched: Iterable[str] = (),
               logs: Mapping[str, Path] | None = None,
-              allowed_to_fail: Iterable[str] = ()) -> dict:
+              allowed_to_fail: Iterable[str] = (),
+              workers_not_used: Mapping[str, str] | None = None) -> dict:
     allowed = set(allowed_to_fail)
     logs = logs or {}
     summary: dict[str, list] = {key: [] for key in KEYS}
@@ -56,6 +61,8 @@ def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
             "reason": outcome.reason,
             "duration": round(outcome.duration + outcome.push_duration, 3),
         }
+        if outcome.worker is not None:
+            entry["worker"] = outcome.worker
         key = _KEY_OF[outcome.status]
         if key == "failed":
             entry["allowed_to_fail"] = name in allowed
@@ -67,6 +74,9 @@ def summarize(outcomes: Mapping[str, Outcome], naming: ImageNaming, *,
     for name, reason in sorted((skipped or {}).items()):
         summary["skipped"].append({"name": name, "image": naming.ref(name), "id": None,
                                    "status": "skipped", "reason": reason, "duration": 0})
+    if workers_not_used:
+        summary["workers_not_used"] = [{"worker": worker, "reason": reason} for worker, reason
+                                       in sorted(workers_not_used.items())]
     for name in sorted(not_matched):
         summary["not_matched"].append({"name": name, "image": naming.ref(name),
                                        "status": "unmatched"})
@@ -97,6 +107,8 @@ def to_text(summary: Mapping[str, list]) -> str:
             detail = e["status"] if e["status"] != key else ""
             if e.get("duration"):
                 detail = f"{detail} {e['duration']:.1f}s".strip()
+            if e.get("worker"):
+                detail = f"{detail} on {e['worker']}".strip()
             if e.get("reason"):
                 detail = f"{detail}: {e['reason']}" if detail else e["reason"]
             if e.get("allowed_to_fail"):
@@ -105,6 +117,8 @@ def to_text(summary: Mapping[str, list]) -> str:
             if e.get("log"):
                 line += f"\n      log: {e['log']}"
             lines.append(line)
+    for e in summary.get("workers_not_used", ()):
+        lines.append(f"worker {e['worker']} not used: {e['reason']}")
     if summary["not_matched"]:
         lines.append(f"not matched: {len(summary['not_matched'])} image(s)")
     # "cached" only when the run had any (--cache-registry): the line stays as it was

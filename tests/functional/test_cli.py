@@ -15,7 +15,7 @@ import pytest
 import builder
 from builder.cli import options
 from builder.plan import make_plan
-from tests.conftest import DOWNSTREAM, FAMILY, FIXTURES, OVERRIDES
+from tests.conftest import DOWNSTREAM, FAMILY, FIXTURES, OVERRIDES, error_line
 
 BUILDSET = FIXTURES / "buildset"     # tests/integration's set (it needs --template-var)
 FAMILY_ORDER = ["base", "python-base", "keystone-base", "keystone-api",
@@ -487,3 +487,27 @@ def test_unknown_engine_lists_available(kiln):
     assert "--engine 'nonesuch' is not a known engine (available: " in result.err
     assert "docker" in result.err
 
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executor", "dask", "--cache-registry", "127.0.0.1:5000"],
+     "--executor dask needs --dask-scheduler ADDRESS"),
+    (["--executor", "dask", "--dask-scheduler", "tcp://127.0.0.1:8786"],
+     "--executor dask needs --cache-registry: the workers hand the images they build"),
+    (["--executor", "dask", "--dask-scheduler", "tcp://127.0.0.1:8786",
+      "--cache-registry", "127.0.0.1:5000", "--cache-mode", "read"],
+     "--executor dask needs --cache-mode readwrite or write"),
+    (["--executor", "ray"], "executor"),
+])
+def test_executor_dask_needs_its_companions(kiln, args, message):
+    result = kiln("--templates-dir", FAMILY, *args)
+    assert result.code == 2
+    assert message in error_line(result)
+
+
+def test_executor_from_the_config_file(kiln, tmp_path):
+    conf = tmp_path / "kiln.conf"
+    conf.write_text("[DEFAULT]\nexecutor = dask\ndask_scheduler = tcp://127.0.0.1:8786\n")
+    result = kiln("--config-file", conf, "--templates-dir", FAMILY)
+    assert result.code == 2
+    assert "--executor dask needs --cache-registry" in error_line(result)
