@@ -13,6 +13,7 @@ import io
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from oslo_config import cfg
 
@@ -37,6 +38,7 @@ from builder.settings import (
     cache_home,
 )
 from builder.templating.kolla import options as kolla
+from builder.templating.kolla.sources import kolla_default_sources
 
 LOG = logging.getLogger(__name__)
 
@@ -286,8 +288,11 @@ def load(argv: Sequence[str], prog: str = "kiln-build") -> BuildSettings:
         conf, source_sections = parse(argv, prog)
         for warning in unread_settings(conf, source_sections, _FREE_FORM_GROUPS):
             LOG.warning("%s", warning)
-        for warning in kolla.warnings(conf, (setting.value for path in config_files(conf)
-                                             for setting in read_settings(path))):
+        defaults = _kolla_default_sources(conf)
+        for warning in kolla.warnings(conf, [
+                *(setting.value for path in config_files(conf)
+                  for setting in read_settings(path)),
+                *(value for values in defaults.values() for value in values.values())]):
             LOG.warning("%s", warning)
         return settings_from_conf(conf, source_sections)
     except cfg.Error as exc:
@@ -350,13 +355,28 @@ _CLI_OPTS_BY_DEST = {opt.dest: opt for opt in (_cli_opts + kolla.CLI_OPTS + _con
                                                 + kolla.CONFIG_OPTS)}
 
 
+def _kolla_default_sources(conf: cfg.ConfigOpts) -> dict[str, dict[str, str]]:
+    """Kolla's built-in source sections, under --template-api kolla."""
+    if conf.template_api != "kolla" or not conf.templates_dir:
+        return {}
+    return kolla_default_sources(Path(conf.templates_dir))
+
+
 def _register_free_form_keys(conf: cfg.ConfigOpts) -> list[str]:
     """Register options for user-chosen keys; return the source sections found.
 
     A section named after an image with a ``type`` key is that image's
     source (Kolla's format: type, location, reference, sha256, enabled).
+    Under ``--template-api kolla`` Kolla's built-in source sections come
+    first, as kolla-build's defaults: a config file's section of the same
+    name changes only the keys it sets (and needs no ``type``).
     """
+    defaults = _kolla_default_sources(conf)
     source_sections: list[str] = []
+    for section, values in defaults.items():
+        conf.register_opts([cfg.StrOpt(key, default=values.get(key))
+                            for key in CONFIG_SOURCE_KEYS], group=section)
+        source_sections.append(section)
     for path in config_files(conf):
         sections: dict[str, dict] = {}
         try:

@@ -19,6 +19,7 @@ from oslo_config import cfg
 from builder.cli import options
 from builder.cli.conversions import parse_build_args
 from builder.errors import ConfigError
+from builder.templating.kolla.sources import kolla_default_sources
 
 DUMP = Path(__file__).with_name("dump_kolla_options.py")
 MINIKOLLA = Path(__file__).parent / "fixtures" / "minikolla" / "docker"
@@ -266,7 +267,7 @@ WARNED = {
     "--platform=linux/arm64": "--platform linux/arm64: kiln builds for the engine's own",
     "--squash": "--squash: kiln does not squash layers",
     "--keep": "--keep: kiln always removes the intermediate containers",
-    "--tarballs-base=http://mirror": "--tarballs-base: kiln has no built-in source sections",
+    "--tarballs-base=http://mirror": "--tarballs-base: no source section refers to it",
     "--locals-base=/src": "--locals-base: kolla-build 23.0.0 itself reads it nowhere",
     "--podman_base_url=unix:///p.sock": "--podman_base_url: used only with --engine podman",
 }
@@ -297,3 +298,52 @@ def test_what_kiln_does_anyway_is_no_warning(kiln, tmp_path, empty_config):
                   "unix:///p.sock", "--templates-dir", MINIKOLLA, "^base$")
     assert result.code == 0, result.err
     assert ": warning: " not in result.err, result.err
+
+
+# --- Kolla's built-in source sections (kolla/common/sources.yaml) ---------------------
+
+BUILT_IN_CHANGES = """\
+[nova-base]
+enabled = false
+
+[horizon]
+location = https://mirror.example.org/horizon.tar.gz
+
+[neutron-base-plugin-networking-sfc]
+type = git
+location = https://opendev.org/openstack/networking-sfc
+reference = master
+"""
+
+
+def test_kolla_built_in_sources_read_as_kolla_builds(kolla_install, tmp_path, caplog):
+    """Without a section in the config, every source is kolla-build's own; a section
+    of the same name changes only the keys it sets."""
+    path = tmp_path / "kolla-build.conf"
+    path.write_text(BUILT_IN_CHANGES)
+    built_in = kolla_default_sources(kolla_install.docker_dir)
+    assert len(built_in) > 50 and "keystone-base" in built_in
+    kolla = _kolla(kolla_install, [["--config-file", path, "--base", "debian"]],
+                   sources=sorted(built_in))["runs"][0]
+    settings = _load(["--config-file", str(path), "--template-api", "kolla", "--base",
+                      "debian", "--templates-dir", str(kolla_install.docker_dir)])
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert set(kolla["sources"]) <= set(settings.sources)
+    for name, source in kolla["sources"].items():
+        spec = settings.sources[name]
+        sha256 = source["sha256"][settings.templates.kolla.debian_arch] \
+            if source["sha256"] else None
+        assert (spec.type, spec.location, spec.reference, spec.enabled, spec.sha256) == (
+            source["type"], source["location"], source["reference"], source["enabled"],
+            sha256), name
+    assert settings.sources["nova-base"].enabled is False
+    assert settings.sources["horizon"].location == "https://mirror.example.org/horizon.tar.gz"
+    assert settings.sources["horizon"].type == "url"        # the key left alone
+    assert settings.sources["keystone-base"].location.startswith(
+        "https://tarballs.opendev.org/openstack/keystone/keystone-")
+
+
+def test_built_in_sources_only_under_the_kolla_api(kolla_install, empty_config):
+    settings = _load(["--config-file", str(empty_config),
+                      "--templates-dir", str(kolla_install.docker_dir)])
+    assert not settings.sources

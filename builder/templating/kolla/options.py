@@ -144,7 +144,7 @@ CLI_OPTS = [
                     "git source) times out."),
     cfg.StrOpt("tarballs-base", default=TARBALLS_BASE,
                help="Base URL of OpenStack tarballs, for $tarballs_base in "
-                    "config values (kiln has no built-in source sections)."),
+                    "Kolla's built-in source sections and config values."),
     cfg.StrOpt("locals-base", default="./",
                help="kolla-build: base directory for local sources, for "
                     "$locals_base in config values."),
@@ -198,7 +198,8 @@ def use_kolla_defaults(conf: cfg.ConfigOpts) -> None:
 def warnings(conf: cfg.ConfigOpts, config_values: Iterable[str]) -> list[str]:
     """One warning per kolla-build option given that kiln cannot honour.
 
-    ``config_values`` are the raw values of the config files (for the
+    ``config_values`` are the raw values of the config files and of Kolla's
+    built-in source sections (for the
     ``$tarballs_base`` / ``$locals_base`` they may refer to).
     """
     found = []
@@ -225,7 +226,7 @@ def warnings(conf: cfg.ConfigOpts, config_values: Iterable[str]) -> list[str]:
         found.append("--keep: kiln always removes the intermediate containers of a failed "
                      "build (its log keeps the output); ignored")
     text = "\n".join(config_values)
-    for name, why in (("tarballs_base", "kiln has no built-in source sections"),
+    for name, why in (("tarballs_base", "no source section refers to it"),
                       ("locals_base", "kolla-build 23.0.0 itself reads it nowhere")):
         if given(name) and f"${name}" not in text and f"${{{name}}}" not in text:
             found.append(f"--{name.replace('_', '-')}: {why}; kiln uses it only where a "
