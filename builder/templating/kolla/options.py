@@ -88,6 +88,12 @@ CLI_OPTS = [
     cfg.StrOpt("patches-path",
                help="The path where patch files to be applied are located"
                     + _FOR_KOLLA + "."),
+    cfg.StrOpt("apt_sources_list",
+               help="Path to custom sources.list (written as base/sources.list)"
+                    + _FOR_KOLLA + "."),
+    cfg.StrOpt("apt_preferences",
+               help="Path to custom apt/preferences (written as "
+                    "base/apt_preferences)" + _FOR_KOLLA + "."),
     cfg.StrOpt("pip_index_url",
                help="URL of the primary pip index (adds ARG PIP_INDEX_URL "
                     "after the first FROM)" + _FOR_KOLLA + "."),
@@ -134,6 +140,8 @@ def settings_from_conf(conf: cfg.ConfigOpts) -> KollaSettings:
         docker_healthchecks=conf.docker_healthchecks,
         repos_yaml=_optional_file(conf.repos_yaml, "--repos-yaml"),
         patches_path=conf.patches_path,
+        apt_sources_list=_optional_file(conf.apt_sources_list, "--apt-sources-list") or None,
+        apt_preferences=_optional_file(conf.apt_preferences, "--apt-preferences") or None,
         kolla_version=(conf.kolla_version if conf.kolla_version is not None
                        else detect_kolla_version(templates_dir)),
         users=_user_sections(config_files(conf)),
