@@ -29,7 +29,12 @@ from builder.build.labels import (
 )
 from builder.build.refresh import Refresh
 from builder.build.sources.fetch import prepare_source
-from builder.build.sources.kolla_archives import KollaExtras, assign_extras, write_kolla_archives
+from builder.build.sources.kolla_archives import (
+    KollaExtras,
+    assign_extras,
+    kolla_layout,
+    write_kolla_archives,
+)
 from builder.build.sources.spec import PreparedSource
 from builder.engines.base import Engine
 from builder.errors import KilnError, scrub_url
@@ -131,6 +136,8 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
         if spec is not None and spec.enabled:
             sources = (prepare_source(spec, context, source_cache,
                                       source_roots=settings.source_roots),)
+            if extras is not None:
+                sources = (kolla_layout(spec, sources[0]),)
         if extras is not None:
             sources += write_kolla_archives(extras.get(name, KollaExtras()), context,
                                             source_cache, source_roots=settings.source_roots)

@@ -1,7 +1,8 @@
 """A kolla-build.conf using what kolla-build writes into build contexts besides the
 Dockerfiles: plugins, additions, a patches dir, an apt sources list and apt
 preferences; and a --docker-dir layer with ``archive-probe``, an image ``FROM
-scratch`` that only ADDs the two archives (so both tools build it in a second).
+scratch`` that only ADDs the two archives and its source, a directory (so both
+tools build it in a second), and ``archive-probe-tar``, whose source is a tarball.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROBE = "archive-probe"
+TAR_PROBE = "archive-probe-tar"  # its own source is a tarball
 ORPHAN = "nosuch-plugin-x"  # a plugin section of an image that does not exist
-PROBE_TEMPLATE = "FROM scratch\nADD plugins-archive /\nADD additions-archive /\n"
+PROBE_TEMPLATE = ("FROM scratch\nADD plugins-archive /\nADD additions-archive /\n"
+                  "ADD {name}-archive /{name}-source\n")
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,24 @@ def make_drop_in(root: Path) -> DropIn:
     preferences = write(root / "apt" / "my-preferences",
                         "Package: *\nPin: release o=Example\nPin-Priority: 100\n")
     probe_layer = root / "probe-layer"
-    write(probe_layer / PROBE / "Dockerfile.j2", PROBE_TEMPLATE)
+    for name in (PROBE, TAR_PROBE):
+        write(probe_layer / name / "Dockerfile.j2", PROBE_TEMPLATE.format(name=name))
+    own = root / "src" / "probe-src"
+    write(own / "main.py", "print('main')\n")
+    write(own / "tool" / "x.sh", "#!/bin/sh\n", 0o755)
     config = write(root / "kolla-build.conf", f"""\
 [DEFAULT]
 patches_path = {patches}
 apt_sources_list = {sources_list}
 apt_preferences = {preferences}
+
+[{PROBE}]
+type = local
+location = {own}
+
+[{TAR_PROBE}]
+type = local
+location = {tarball}
 
 [{PROBE}-plugin-sfc]
 type = local

@@ -20,6 +20,12 @@ tree comes without its ``.git`` directory (a clone's ``.git`` differs from
 one clone to the next, which would change the image at every run), hardlinks
 are copies, and no unpacked ``plugins/`` directory or per-plugin
 ``<section>-archive`` is left in the context (no template reads them).
+
+An image's own source (``<image>-archive``) gets the same layout, without the
+``plugins/`` level (:func:`kolla_layout`): Kolla's templates ``ADD`` it and
+link ``<image>-source/*``, so its top directory is the one kolla-build gives.
+A tar file or a download is repacked rather than copied as it is: the same
+members, but owned by root, mtime 0 and modes normalised.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from builder.build.sources.archive import FIXED_MTIME, TAR_SUFFIXES
+from builder.build.sources.archive import FIXED_MTIME, TAR_SUFFIXES, file_sha256
 from builder.build.sources.fetch import prepare_source
 from builder.build.sources.spec import PreparedSource, SourceSpec, source_error
 
@@ -95,6 +101,16 @@ def write_kolla_archives(extras: KollaExtras, context: Path, cache_dir: Path,
     return tuple(prepared)
 
 
+def kolla_layout(spec: SourceSpec, source: PreparedSource) -> PreparedSource:
+    """Rewrite an image's own source archive (kiln's, under ``<image>/``) in
+    kolla-build's layout."""
+    with tarfile.open(source.archive, "r:") as tar:
+        members: dict[str, tuple[tarfile.TarFile, tarfile.TarInfo]] = {}
+        _merge(spec, tar, _top_name(spec), members)
+        _write(None, members, source.archive)
+    return replace(source, sha256=file_sha256(source.archive))
+
+
 def _top_name(spec: SourceSpec) -> str | None:
     """The directory kolla-build unpacks a source's tree into (None: the tar's own names)."""
     if spec.type == "git":
@@ -124,16 +140,18 @@ def _merge(spec: SourceSpec, tar: tarfile.TarFile, top: str | None,
         members[path] = (tar, member)
 
 
-def _write(kind: str, members: Mapping[str, tuple[tarfile.TarFile, tarfile.TarInfo]],
+def _write(kind: str | None, members: Mapping[str, tuple[tarfile.TarFile, tarfile.TarInfo]],
            out: Path) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
     try:
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w",
                                                      format=tarfile.PAX_FORMAT) as tar:
-            tar.addfile(_info(kind, tarfile.DIRTYPE, 0o755))
+            if kind is not None:
+                tar.addfile(_info(kind, tarfile.DIRTYPE, 0o755))
             for path in sorted(members, key=lambda p: p.split("/")):
                 source, member = members[path]
-                info = _info(f"{kind}/{path}", member.type, member.mode | 0o200)
+                name = f"{kind}/{path}" if kind is not None else path
+                info = _info(name, member.type, member.mode | 0o200)
                 if member.issym():
                     info.linkname = member.linkname
                     tar.addfile(info)
