@@ -104,6 +104,8 @@ def write_kolla_archives(extras: KollaExtras, context: Path, cache_dir: Path,
 def kolla_layout(spec: SourceSpec, source: PreparedSource) -> PreparedSource:
     """Rewrite an image's own source archive (kiln's, under ``<image>/``) in
     kolla-build's layout."""
+    if _plain_file(spec):
+        return source  # not a tree: kiln's layout (kolla-build ADDs the file as it is)
     with tarfile.open(source.archive, "r:") as tar:
         members: dict[str, tuple[tarfile.TarFile, tarfile.TarInfo]] = {}
         _merge(spec, tar, _top_name(spec), members)
@@ -115,14 +117,22 @@ def _top_name(spec: SourceSpec) -> str | None:
     """The directory kolla-build unpacks a source's tree into (None: the tar's own names)."""
     if spec.type == "git":
         return f"{spec.name}-archive-{(spec.reference or 'HEAD').replace('/', '-')}"
-    location = Path(os.path.expanduser(spec.location))
-    if spec.type == "local":
-        if location.is_dir():
-            return location.resolve().name
-        if not (location.name.lower().endswith(TAR_SUFFIXES) or tarfile.is_tarfile(location)):
-            raise source_error(spec, "a plugin or addition must be a directory or a tar "
-                                     "archive (kolla-build refuses it too)")
+    location = Path(os.path.normpath(os.path.expanduser(spec.location)))
+    if spec.type == "local" and location.is_dir():
+        return location.name
+    if _plain_file(spec):
+        raise source_error(spec, "a plugin or addition must be a directory or a tar "
+                                 "archive (kolla-build refuses it too)")
     return None
+
+
+def _plain_file(spec: SourceSpec) -> bool:
+    """A local source that is neither a directory nor a tar archive."""
+    if spec.type != "local":
+        return False
+    location = Path(os.path.expanduser(spec.location))
+    return location.is_file() and not (location.name.lower().endswith(TAR_SUFFIXES)
+                                        or tarfile.is_tarfile(location))
 
 
 def _merge(spec: SourceSpec, tar: tarfile.TarFile, top: str | None,
