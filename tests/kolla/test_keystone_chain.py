@@ -9,11 +9,16 @@ and Kolla's own docker/ tree; the kit's smoke test must pass on kiln's
 keystone (keystone-manage db_sync and bootstrap, a token with 201 Created), and
 every image of the chain carries kiln's labels.
 
-Every image goes through the engine (``--rebuild``), with its layer cache: a
-cold run (CI's fresh machine) takes about 6-7 minutes, a warm one about a
-minute. The images (``kiln-test-kolla-real/*:e2e``) are kept, so that the next
-run has the layer cache; each run replaces them. The prepared kit is kept in
-kiln's cache dir (``kolla-real``), so the keystone sdist is downloaded once.
+A cold run (CI's fresh machine) builds the four images: about 6-7 minutes.
+The images (``kiln-test-kolla-real/*:e2e``) are kept, so that a later run on
+the same machine reuses what has not changed, as kiln does for any build: an
+image whose fingerprint (its build context, sources, parents, base) matches is
+not built again (a few seconds when nothing changed); one whose inputs changed
+is built, with the engine's layer cache. (``--rebuild`` would not be faster:
+kiln stamps each image with its labels, the build time among them, so a
+rebuilt parent is a new image and its children's layers miss the cache.) The
+prepared kit is kept in kiln's cache dir (``kolla-real``), so the keystone
+sdist is downloaded once.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def labels_of(ref: str) -> dict[str, str]:
 def test_kiln_builds_kollas_keystone_chain(kiln, kolla_install, kit_work, tmp_path):
     result = kiln("--template-api", "kolla", "--templates-dir", kolla_install.docker_dir,
                   "--config-file", kit_work / "kolla-build.conf",
-                  "--namespace", NAMESPACE, "--tag", TAG, "--rebuild",
+                  "--namespace", NAMESPACE, "--tag", TAG,
                   "--work-dir", tmp_path / "work", "^keystone$")
     assert result.code == 0, result.out + result.err
     for name in CHAIN:
@@ -79,8 +84,8 @@ def test_kiln_builds_kollas_keystone_chain(kiln, kolla_install, kit_work, tmp_pa
                            check=False, env={**os.environ, "DOCKER": DOCKER})
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     for step in ("db_sync-ok", "fernet_setup-ok", "credential_setup-ok", "bootstrap-ok",
-                 "token-issue: 201 Created True"):
-        assert step in smoke.stdout, smoke.stdout
+                 "token-issue: 201 created true"):
+        assert step in smoke.stdout.lower(), smoke.stdout
     assert smoke.stdout.startswith("30.0.0"), smoke.stdout
 
     parent_fingerprint = None
