@@ -43,8 +43,7 @@ from builder.build.sources.archive import FIXED_MTIME, TAR_SUFFIXES, file_sha256
 from builder.build.sources.fetch import prepare_source
 from builder.build.sources.spec import PreparedSource, SourceSpec, source_error
 
-KINDS = ("plugins", "additions")
-_SECTION = re.compile(r"^(?P<image>.+?)-(?P<kind>plugin|additions)-.+$")
+_SECTION = re.compile(r"^.+?-(plugin|additions)-.+$")  # a plugin or addition section
 
 
 @dataclass(frozen=True)
