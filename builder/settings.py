@@ -151,6 +151,8 @@ class BuildSettings:
     outputs: Outputs
     run: RunOptions = field(default_factory=RunOptions)
     sources: Mapping[str, SourceSpec] = field(default_factory=dict)
+    # the sources that are Kolla's built-in sections, untouched by the config files
+    builtin_sources: frozenset[str] = frozenset()
     source_roots: tuple[Path, ...] = ()    # --source-root: sibling checkouts (Zuul's src/)
     source_overrides: Mapping[str, Path] = field(default_factory=dict)  # --source NAME=PATH
     work_dir: Path | None = None

@@ -171,6 +171,8 @@ def write_context(image: RenderedImage, work_dir: Path) -> Path:
     os.mkdir(target, 0o755)
     directories = {"": target}
     _write(os.path.join(target, "Dockerfile"), image.dockerfile.encode("utf-8"), 0o644)
+    for relpath in image.context_dirs:
+        _directory(directories, target, relpath)
     for relpath, source in image.context_files.items():
         parent = _directory(directories, target, os.path.dirname(relpath))
         data, mode = _read_context_file(image, os.fspath(source))

@@ -29,6 +29,12 @@ from builder.build.labels import (
 )
 from builder.build.refresh import Refresh
 from builder.build.sources.fetch import prepare_source
+from builder.build.sources.kolla_archives import (
+    KollaExtras,
+    assign_extras,
+    kolla_layout,
+    write_kolla_archives,
+)
 from builder.build.sources.spec import PreparedSource
 from builder.engines.base import Engine
 from builder.errors import KilnError, scrub_url
@@ -119,6 +125,10 @@ def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence
 
 def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], work_dir: Path,
                     source_cache: Path):
+    # Kolla's plugins and additions: archives in every image's context
+    extras = (assign_extras(plan.templates.images, settings.sources)[0]
+              if settings.templates.api == "kolla" else None)
+
     def write(name: str) -> tuple[Path, tuple[PreparedSource, ...]]:
         context = write_context(plan.rendered[name], work_dir)
         sources: tuple[PreparedSource, ...] = ()
@@ -126,6 +136,11 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
         if spec is not None and spec.enabled:
             sources = (prepare_source(spec, context, source_cache, timeout=settings.run.timeout,
                                       source_roots=settings.source_roots),)
+            if extras is not None:
+                sources = (kolla_layout(spec, sources[0]),)
+        if extras is not None:
+            sources += write_kolla_archives(extras.get(name, KollaExtras()), context,
+                                            source_cache, source_roots=settings.source_roots)
         if settings.run.ca_bundle is not None:
             shutil.copyfile(settings.run.ca_bundle, context / CA_BUNDLE_NAME)
         return context, sources

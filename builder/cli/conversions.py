@@ -160,6 +160,9 @@ def settings_from_conf(conf: cfg.ConfigOpts,
         outputs=outputs,
         run=_run_options(conf),
         sources=_sources(conf, source_sections),
+        builtin_sources=frozenset(
+            section for section in source_sections
+            if not any(kolla.is_given(conf, key, section) for key in conf[section])),
         source_roots=tuple(_existing_dir(d, "--source-root") for d in conf.source_root),
         source_overrides=_source_overrides(conf.source),
         work_dir=_path(conf.work_dir),

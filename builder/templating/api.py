@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -34,6 +35,16 @@ def customizable(context, values, list_name: str):
 
 
 @dataclass(frozen=True)
+class ContextAdditions:
+    """Files an API adds to one image's build context beside its layer files."""
+
+    # path inside the image directory -> source file (replaces a layer file there)
+    files: Mapping[str, Path] = field(default_factory=dict)
+    # directories to make even when empty, relative to the image directory
+    dirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TemplateAPI:
     name: str
     syntax: Mapping[str, bool] = field(default_factory=lambda: dict(KILN_SYNTAX))
@@ -51,6 +62,8 @@ class TemplateAPI:
     # extends the next, so top-level code runs in file order and a later
     # file's {% set %} wins (Kolla reads its override files as one text)
     overrides_first_on_top: bool = False
+    # image name -> files and directories added to its build context
+    context_additions: Callable[[str], ContextAdditions] | None = None
 
 
 KILN_API = TemplateAPI(

@@ -95,6 +95,8 @@ class RenderedImage:
     # the template set's layer roots: a context file (or the link it is) must
     # stay inside the one holding it
     layer_roots: tuple[Path, ...] = ()
+    # directories of the context made even when empty (e.g. Kolla's patches/)
+    context_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ class Renderer:
         self._env.globals.update(api.globals)
         self._image_variables = api.image_variables
         self._postprocess = api.postprocess
+        self._context_additions = api.context_additions
         self._base_context = {
             **settings.variables,
             "namespace": naming.namespace,
@@ -257,12 +260,19 @@ class Renderer:
         self._discard_own_templates(chain)
         if self._postprocess is not None:
             text = self._postprocess(image.name, text)
+        files = self._templates.context_files(image)
+        dirs: tuple[str, ...] = ()
+        if self._context_additions is not None:
+            additions = self._context_additions(image.name)
+            files.update(additions.files)
+            dirs = additions.dirs
         return RenderedImage(
             name=image.name,
             dockerfile=text,
             templates=tuple(self._template_path(n) for n in chain),
-            context_files=self._templates.context_files(image),
+            context_files=files,
             layer_roots=self._layer_roots,
+            context_dirs=dirs,
         )
 
     def _template_path(self, name: str) -> Path:

@@ -23,8 +23,6 @@ from builder.templating.kolla.sources import kolla_default_sources
 
 DUMP = Path(__file__).with_name("dump_kolla_options.py")
 MINIKOLLA = Path(__file__).parent / "fixtures" / "minikolla" / "docker"
-# Added by the branch that writes them into build contexts (issue 18); drop at merge.
-PENDING = {"apt_sources_list", "apt_preferences"}
 # kiln's kind of option where it is not kolla-build's (both forms are read)
 OTHER_KIND = {"build_args": ("DictOpt", "MultiStrOpt")}
 KIND = {"MultiStrOpt": "MultiOpt"}  # a MultiOpt of strings is a MultiStrOpt
@@ -78,7 +76,7 @@ def kolla_options(kolla_install) -> list[dict]:
 
 
 def _default_options(declared: list[dict]) -> list[dict]:
-    return [opt for opt in declared if opt["group"] is None and opt["dest"] not in PENDING]
+    return [opt for opt in declared if opt["group"] is None]
 
 
 def _sample(opt: dict) -> list[str]:
@@ -177,11 +175,6 @@ def test_every_kolla_option_is_declared_alike(kolla_options):
             problems.append(f"{name}: kolla-build's values {opt['choices']}, kiln's "
                             f"{list(mine.type.choices)}")
     assert not problems, "\n".join(problems)
-
-
-def test_pending_options_are_still_pending(kolla_options):
-    """PENDING names only kolla-build options (a typo would hide nothing)."""
-    assert PENDING <= {opt["dest"] for opt in kolla_options}
 
 
 def test_defaults_are_kolla_builds(kolla_install, kolla_options, empty_config):
@@ -341,6 +334,10 @@ def test_kolla_built_in_sources_read_as_kolla_builds(kolla_install, tmp_path, ca
     assert settings.sources["horizon"].type == "url"        # the key left alone
     assert settings.sources["keystone-base"].location.startswith(
         "https://tarballs.opendev.org/openstack/keystone/keystone-")
+    # untouched built-in sections are not the user's: no "unused section" warning for them
+    assert "keystone-base" in settings.builtin_sources
+    assert not {"nova-base", "horizon", "neutron-base-plugin-networking-sfc"} \
+        & settings.builtin_sources
 
 
 def test_built_in_sources_only_under_the_kolla_api(kolla_install, empty_config):

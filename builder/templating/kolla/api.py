@@ -42,6 +42,7 @@ import jinja2
 from builder.errors import ConfigError, TemplateError
 from builder.naming import ImageNaming
 from builder.templating.api import TemplateAPI
+from builder.templating.kolla.context import context_additions
 from builder.templating.kolla.repos import RepoTable
 from builder.templating.kolla.settings import KollaSettings
 
@@ -179,5 +180,6 @@ def kolla_api(settings: KollaSettings, naming: ImageNaming) -> TemplateAPI:
             "raise_error": raise_error,
         },
         variables=render_variables(settings, naming),
+        context_additions=context_additions(settings),
         **extra,
     )

@@ -100,6 +100,12 @@ CLI_OPTS = [
     cfg.StrOpt("patches-path",
                help="The path where patch files to be applied are located"
                     + _FOR_KOLLA + "."),
+    cfg.StrOpt("apt_sources_list",
+               help="Path to custom sources.list (written as base/sources.list)"
+                    + _FOR_KOLLA + "."),
+    cfg.StrOpt("apt_preferences",
+               help="Path to custom apt/preferences (written as "
+                    "base/apt_preferences)" + _FOR_KOLLA + "."),
     cfg.StrOpt("pip_index_url",
                help="URL of the primary pip index (adds ARG PIP_INDEX_URL "
                     "after the first FROM)" + _FOR_KOLLA + "."),
@@ -205,7 +211,7 @@ def warnings(conf: cfg.ConfigOpts, config_values: Iterable[str]) -> list[str]:
     found = []
 
     def given(name: str) -> bool:
-        return _given(conf, name)
+        return is_given(conf, name)
 
     if given("buildkit") and conf.buildkit:
         found.append("--buildkit: kiln builds with each engine's own API (docker: the "
@@ -237,15 +243,15 @@ def warnings(conf: cfg.ConfigOpts, config_values: Iterable[str]) -> list[str]:
     return found
 
 
-def _given(conf: cfg.ConfigOpts, name: str) -> bool:
-    """Whether the command line or a config file sets the option."""
-    where = conf.get_location(name)
+def is_given(conf: cfg.ConfigOpts, name: str, group: str | None = None) -> bool:
+    """Whether the command line or a config file sets the option (not its default)."""
+    where = conf.get_location(name, group)
     return where is not None and where.location.is_user_controlled
 
 
 def engine_base_url(conf: cfg.ConfigOpts) -> str | None:
     """--podman_base_url when given for the podman engine; None: the engine's default."""
-    if conf.engine == "podman" and _given(conf, "podman_base_url"):
+    if conf.engine == "podman" and is_given(conf, "podman_base_url"):
         return conf.podman_base_url
     return None
 
@@ -272,6 +278,8 @@ def settings_from_conf(conf: cfg.ConfigOpts) -> KollaSettings:
         docker_healthchecks=conf.docker_healthchecks,
         repos_yaml=_optional_file(conf.repos_yaml, "--repos-yaml"),
         patches_path=conf.patches_path,
+        apt_sources_list=_optional_file(conf.apt_sources_list, "--apt-sources-list") or None,
+        apt_preferences=_optional_file(conf.apt_preferences, "--apt-preferences") or None,
         kolla_version=(conf.kolla_version if conf.kolla_version is not None
                        else detect_kolla_version(templates_dir)),
         users=_user_sections(config_files(conf)),

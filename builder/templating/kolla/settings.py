@@ -148,6 +148,9 @@ class KollaSettings:
     # Kolla's image naming where the user left kiln's: None keeps kiln's
     namespace: str | None = None
     tag: str | None = None
+    # --apt-sources-list, --apt-preferences: files copied into base's context
+    apt_sources_list: str | None = None
+    apt_preferences: str | None = None
 
 
 def kolla_settings(base: str = "rocky", *, base_tag: str | None = None,
@@ -168,7 +171,9 @@ def kolla_settings(base: str = "rocky", *, base_tag: str | None = None,
                    kolla_repos_yaml: Path | None = None,
                    environment: Mapping[str, str] | None = None,
                    pip_args: Sequence[tuple[str, str]] = (),
-                   enable_unbuildable: bool = False) -> KollaSettings:
+                   enable_unbuildable: bool = False,
+                   apt_sources_list: str | None = None,
+                   apt_preferences: str | None = None) -> KollaSettings:
     """Kolla's settings for ``base``, each left-out value given Kolla's default.
 
     ``users`` changes or adds service users: ``{name: {"uid": .., "gid": ..,
@@ -211,6 +216,8 @@ def kolla_settings(base: str = "rocky", *, base_tag: str | None = None,
                      else unbuildable_images(base, base_arch)),
         namespace=NAMESPACE,
         tag=f"{openstack_release}-{base}-{base_tag}",
+        apt_sources_list=apt_sources_list,
+        apt_preferences=apt_preferences,
     )
 
 
