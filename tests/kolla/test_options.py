@@ -202,6 +202,17 @@ def test_every_option_in_a_config_file_reads_as_kolla_builds(kolla_install, koll
     assert conf.profiles["mine"] == ["keystone", "glance"]
 
 
+def _assert_same_sources(settings, kolla_sources: dict) -> None:
+    """Each source section kolla-build parsed reads the same in kiln's settings."""
+    for name, source in kolla_sources.items():
+        spec = settings.sources[name]
+        sha256 = source["sha256"][settings.templates.kolla.debian_arch] \
+            if source["sha256"] else None
+        assert (spec.type, spec.location, spec.reference, spec.enabled, spec.sha256) == (
+            source["type"], source["location"], source["reference"], source["enabled"],
+            sha256), name
+
+
 def test_sources_and_users_read_as_kolla_builds(kolla_install, tmp_path, caplog):
     path = tmp_path / "kolla-build.conf"
     path.write_text(SOURCES_CONF)
@@ -209,13 +220,7 @@ def test_sources_and_users_read_as_kolla_builds(kolla_install, tmp_path, caplog)
                    users=["keystone"])["runs"][0]
     settings = _load(["--config-file", str(path), "--template-api", "kolla"])
     assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    for name, source in kolla["sources"].items():
-        spec = settings.sources[name]
-        sha256 = source["sha256"][settings.templates.kolla.debian_arch] \
-            if source["sha256"] else None
-        assert (spec.type, spec.location, spec.reference, spec.enabled, spec.sha256) == (
-            source["type"], source["location"], source["reference"], source["enabled"],
-            sha256)
+    _assert_same_sources(settings, kolla["sources"])
     assert settings.sources["etcd"].location.startswith("https://tarballs.opendev.org/etcd/")
     for name, user in kolla["users"].items():
         mine = settings.templates.kolla.users[name]
@@ -322,13 +327,7 @@ def test_kolla_built_in_sources_read_as_kolla_builds(kolla_install, tmp_path, ca
                       "debian", "--templates-dir", str(kolla_install.docker_dir)])
     assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert set(kolla["sources"]) <= set(settings.sources)
-    for name, source in kolla["sources"].items():
-        spec = settings.sources[name]
-        sha256 = source["sha256"][settings.templates.kolla.debian_arch] \
-            if source["sha256"] else None
-        assert (spec.type, spec.location, spec.reference, spec.enabled, spec.sha256) == (
-            source["type"], source["location"], source["reference"], source["enabled"],
-            sha256), name
+    _assert_same_sources(settings, kolla["sources"])
     assert settings.sources["nova-base"].enabled is False
     assert settings.sources["horizon"].location == "https://mirror.example.org/horizon.tar.gz"
     assert settings.sources["horizon"].type == "url"        # the key left alone
