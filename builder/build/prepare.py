@@ -29,12 +29,8 @@ from builder.build.labels import (
 )
 from builder.build.refresh import Refresh
 from builder.build.sources.fetch import prepare_source
-from builder.build.sources.kolla_archives import (
-    KollaExtras,
-    assign_extras,
-    kolla_layout,
-    write_kolla_archives,
-)
+from builder.build.sources.kolla_archives import kolla_layout, write_kolla_archives
+from builder.build.sources.sections import KollaExtras, assign_extras
 from builder.build.sources.spec import PreparedSource
 from builder.engines.base import Engine
 from builder.errors import KilnError, scrub_url

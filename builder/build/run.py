@@ -22,7 +22,6 @@ from builder.build.durations import load_durations, save_durations
 from builder.build.prepare import Preparation, prepare
 from builder.build.refresh import decide_refreshes
 from builder.build.scheduler import EventFn, Scheduler, SchedulerOptions, Status
-from builder.build.sources.kolla_archives import assign_extras
 from builder.build.worker import BuildJob, ImageBuilder, reusable_images
 from builder.engines import load_engine
 from builder.engines.base import Engine, EngineOptions
@@ -81,7 +80,6 @@ def _cluster(settings: BuildSettings) -> Iterator[Cluster | None]:
 def _run_on(settings: BuildSettings, plan: Plan, work_dir: Path, logs_dir: Path,
             engine: Engine, cluster: Cluster | None) -> RunResult:
     options = settings.run
-    _warn_unused_sources(settings, plan)
     to_build, skipped = _skip_existing(engine, settings, plan)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     # Decided from the images as they are before this run, like the reuse check.
@@ -149,25 +147,6 @@ def _scheduler(settings: BuildSettings, plan: Plan, to_build: list[str],
                          options=options, cached=builder.job.cached,
                          write_log=lambda name, text: _append(builder.log_path(name), text),
                          on_event=on_event, failed=prepared.failed)
-
-
-def _warn_unused_sources(settings: BuildSettings, plan: Plan) -> None:
-    """A source section no image uses (kolla-build ignores it without a word)."""
-    extras, orphans = assign_extras(plan.templates.images, settings.sources)
-    kolla = settings.templates.api == "kolla"
-    claimed = {spec.name for extra in extras.values()
-               for spec in (*extra.plugins, *extra.additions)} if kolla else set()
-    for name in settings.sources:
-        if (name in plan.templates.images or name in claimed
-                or name in settings.builtin_sources):
-            continue
-        if kolla and name in orphans:
-            LOG.warning("config section [%s] is a plugin or addition section "
-                        "(<image>-plugin-<name>, <image>-additions-<name>), but the "
-                        "template set has no image it belongs to; it is ignored", name)
-        else:
-            LOG.warning("config section [%s] defines a source, but the template "
-                        "set has no image %r", name, name)
 
 
 def _use_cache(settings: BuildSettings, plan: Plan, to_build: list[str], job: BuildJob,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from builder.build.context import check_output_file, locked_work_dir, write_context
+from builder.build.sources.sections import unused_source_warnings
 from builder.build.sources.spec import SourceSpec
 from builder.cli import options
 from builder.cli.common import run, setup_logging
@@ -29,6 +30,10 @@ def _build(argv: list[str]) -> int:
     if settings.debug:
         setup_logging(PROG, True)
     plan = make_plan(settings)
+    for warning in unused_source_warnings(plan.templates.images, settings.sources,
+                                          settings.templates.api == "kolla",
+                                          settings.builtin_sources):
+        LOG.warning("%s", warning)
     settings = _with_source_overrides(settings, plan)
     outputs = settings.outputs
     if outputs.save_dependency is not None:

@@ -288,8 +288,8 @@ def test_each_option_kiln_cannot_honour_is_one_warning(kiln, tmp_path):
 def test_what_kiln_does_anyway_is_no_warning(kiln, tmp_path, empty_config):
     """Kolla's defaults, the options kiln honours, and $tarballs_base used, are silent."""
     conf = tmp_path / "kolla-build.conf"
-    conf.write_text("[DEFAULT]\ntarballs_base = http://mirror\n\n[keystone-base]\ntype = url\n"
-                    "location = $tarballs_base/keystone.tar.gz\n" + SVC_USER)
+    conf.write_text("[DEFAULT]\ntarballs_base = http://mirror\n\n[svc-api]\ntype = url\n"
+                    "location = $tarballs_base/svc.tar.gz\n" + SVC_USER)
     result = kiln("--config-file", conf, "--template-api", "kolla", "--list-images",
                   "--nobuildkit", "--nosquash", "--nokeep", "--nocache", "--nosummary",
                   "--timeout", "30", "--engine", "podman", "--podman_base_url",
@@ -343,3 +343,26 @@ def test_built_in_sources_only_under_the_kolla_api(kolla_install, empty_config):
     settings = _load(["--config-file", str(empty_config),
                       "--templates-dir", str(kolla_install.docker_dir)])
     assert not settings.sources
+
+
+def test_unused_source_sections_warn_before_any_build(kiln, kolla_install, tmp_path):
+    """A plugin section of no image, and a source of no image, are one warning each,
+    with --template-only too; Kolla's built-in sections of images the tree lacks are
+    not the user's and say nothing."""
+    conf = tmp_path / "kolla-build.conf"
+    conf.write_text("[nosuch-plugin-x]\ntype = local\nlocation = /tmp\n\n"
+                    "[nosuch]\ntype = local\nlocation = /tmp\n" + SVC_USER)
+    result = kiln("--config-file", conf, "--template-api", "kolla", "--template-only",
+                  "--work-dir", tmp_path / "work", "--templates-dir", MINIKOLLA, "^base$")
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if ": warning: " in line]
+    assert len(warnings) == 2, result.err
+    assert "[nosuch-plugin-x] is a plugin or addition section" in warnings[0] + warnings[1]
+    assert "[nosuch] defines a source, but the template set has no image" in result.err
+
+    # Kolla's own tree and its built-in sections, nothing in the config: no warning
+    conf.write_text("")
+    result = kiln("--config-file", conf, "--template-api", "kolla", "--list-images",
+                  "--templates-dir", kolla_install.docker_dir, "^base$")
+    assert result.code == 0, result.err
+    assert ": warning: " not in result.err, result.err

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.build.sources.kolla_archives import assign_extras
+from builder.build.sources.sections import assign_extras
 from builder.build.sources.spec import SourceSpec
 from builder.errors import ConfigError
 from builder.templating.kolla.context import context_additions, patch_files

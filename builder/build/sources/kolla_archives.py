@@ -32,48 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from builder.build.sources.archive import FIXED_MTIME, TAR_SUFFIXES, file_sha256
 from builder.build.sources.fetch import prepare_source
+from builder.build.sources.sections import KollaExtras
 from builder.build.sources.spec import PreparedSource, SourceSpec, source_error
-
-_SECTION = re.compile(r"^.+?-(plugin|additions)-.+$")  # a plugin or addition section
-
-
-@dataclass(frozen=True)
-class KollaExtras:
-    """One image's plugin and addition sections, by section name."""
-
-    plugins: tuple[SourceSpec, ...] = ()
-    additions: tuple[SourceSpec, ...] = ()
-
-
-def assign_extras(images: Iterable[str], sources: Mapping[str, SourceSpec]
-                  ) -> tuple[dict[str, KollaExtras], list[str]]:
-    """Each image's plugins and additions, matched as kolla-build matches them
-    (``^<image>-plugin-.+``, ``^<image>-additions-.+``); and the sections that
-    look like a plugin or an addition but belong to no image."""
-    images = sorted(images)
-    claimed: set[str] = set()
-    extras = {}
-    for image in images:
-        found = {}
-        for kind, infix in (("plugins", "plugin"), ("additions", "additions")):
-            prefix = f"{image}-{infix}-"
-            found[kind] = tuple(sources[name] for name in sorted(sources)
-                                if name.startswith(prefix) and len(name) > len(prefix))
-            claimed.update(spec.name for spec in found[kind])
-        extras[image] = KollaExtras(**found)
-    known = set(images)
-    orphans = [name for name in sorted(sources)
-               if name not in claimed and name not in known and _SECTION.match(name)]
-    return extras, orphans
 
 
 def write_kolla_archives(extras: KollaExtras, context: Path, cache_dir: Path,
