@@ -5,7 +5,8 @@ The kit in ``shared/kolla-real`` (``$KILN_KOLLA_REAL``, else
 building Kolla 23.0.0's Debian trixie chain offline takes: a local
 ``debian:trixie``, one template override, two ``type = local`` sources and a
 ``kolla-build.conf``. kiln is given that same config and override, unchanged,
-and Kolla's own docker/ tree; the kit's smoke test must pass on kiln's
+and Kolla's own docker/ tree, with ``--nopull`` as kolla-build is given it in
+the kit's README (no image registry here: ``debian:trixie`` is local); the kit's smoke test must pass on kiln's
 keystone (keystone-manage db_sync and bootstrap, a token with 201 Created), and
 every image of the chain carries kiln's labels.
 
@@ -73,7 +74,7 @@ def labels_of(ref: str) -> dict[str, str]:
 def test_kiln_builds_kollas_keystone_chain(kiln, kolla_install, kit_work, tmp_path):
     result = kiln("--template-api", "kolla", "--templates-dir", kolla_install.docker_dir,
                   "--config-file", kit_work / "kolla-build.conf",
-                  "--namespace", NAMESPACE, "--tag", TAG,
+                  "--namespace", NAMESPACE, "--tag", TAG, "--nopull",
                   "--work-dir", tmp_path / "work", "^keystone$")
     assert result.code == 0, result.out + result.err
     for name in CHAIN:
