@@ -6,9 +6,10 @@ building Kolla 23.0.0's Debian trixie chain offline takes: a local
 ``debian:trixie``, one template override, two ``type = local`` sources and a
 ``kolla-build.conf``. kiln is given that same config and override, unchanged,
 and Kolla's own docker/ tree, with ``--nopull`` as kolla-build is given it in
-the kit's README (no image registry here: ``debian:trixie`` is local); the kit's smoke test must pass on kiln's
-keystone (keystone-manage db_sync and bootstrap, a token with 201 Created), and
-every image of the chain carries kiln's labels.
+the kit's README (no image registry here: ``debian:trixie`` is local); the
+kit's smoke test must pass on kiln's keystone (keystone-manage db_sync and
+bootstrap, a token with 201 Created), and every image of the chain carries
+kiln's labels.
 
 A cold run (CI's fresh machine) builds the four images: about 6-7 minutes.
 The images (``kiln-test-kolla-real/*:e2e``) are kept, so that a later run on
