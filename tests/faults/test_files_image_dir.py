@@ -15,6 +15,7 @@ import pytest
 from builder.engines.base import EngineError, EngineOptions
 from builder.engines.docker import DockerEngine
 from tests.conftest import error_line
+from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -195,9 +196,7 @@ def test_a_fifo_fails_its_image_in_a_build_run_without_hanging(image_dir, tmp_pa
     try:
         DockerEngine(EngineOptions()).ping()
     except EngineError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)")
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     root, app = image_dir
     os.mkfifo(app / "pipe")
     work = tmp_path / "w"
