@@ -36,9 +36,8 @@ from builder.cli import options  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from tests.kolla.kolla_env import (  # noqa: E402
     KollaUnavailable,
+    dockerfiles,
     install_kolla,
-    kiln_dockerfiles,
-    kolla_dockerfiles,
     kolla_tag,
 )
 
@@ -136,7 +135,7 @@ def main() -> int:
         # warm the cache once, and check the outputs are the same
         _, kiln_work = bench.kiln_cli(bench.warm_cache)
         _, kolla_work = bench.kolla_cli()
-        kiln_files, kolla_files = kiln_dockerfiles(kiln_work), kolla_dockerfiles(kolla_work)
+        kiln_files, kolla_files = dockerfiles(kiln_work), dockerfiles(kolla_work)
         # (kiln renders Kolla's unbuildable images too, unless its pipeline drops them)
         if any(kiln_files.get(name) != text for name, text in kolla_files.items()):
             print("kiln's and kolla-build's Dockerfiles differ", file=sys.stderr)

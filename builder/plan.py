@@ -16,7 +16,7 @@ from builder.errors import TemplateError
 from builder.graph.dag import build_graph, build_order
 from builder.graph.selection import Selection, select
 from builder.settings import BuildSettings
-from builder.templating.api import KILN_API, TemplateAPI
+from builder.templating.api import KILN_API, TemplateAPI, WorkDirLayout
 from builder.templating.layers import TemplateSet, load_template_set
 from builder.templating.render import RenderedImage, Renderer
 
@@ -30,6 +30,12 @@ class Plan:
     graph: nx.DiGraph
     selection: Selection
     order: tuple[str, ...]  # the selected images, parents first
+    layout: WorkDirLayout   # where the build contexts go in the work dir
+
+    def context_paths(self) -> dict[str, str]:
+        """Every image of the set -> its build context's path in the work dir."""
+        return {name: self.layout.context_path(name, image.directory)
+                for name, image in self.templates.images.items()}
 
 
 def _template_api(settings: BuildSettings) -> TemplateAPI:
@@ -49,8 +55,8 @@ def make_plan(settings: BuildSettings) -> Plan:
                 f"image directory name {name!r} is not a valid image name "
                 f"(lower-case letters, digits, '.', '_', '-')",
                 path=str(templates.layers[0].root / image.directory))
-    renderer = Renderer(templates, settings.naming, settings.templates,
-                        _template_api(settings))
+    api = _template_api(settings)
+    renderer = Renderer(templates, settings.naming, settings.templates, api)
     rendered = renderer.render_all()
     for unused in renderer.unused_override_blocks():
         LOG.warning("%s: block %r is overridden but no rendered image has "
@@ -64,4 +70,4 @@ def make_plan(settings: BuildSettings) -> Plan:
         graph = without_unbuildable(graph, settings.templates.kolla)
     selection = select(graph, settings.selection)
     return Plan(templates, rendered, graph, selection,
-                tuple(build_order(graph, selection.selected)))
+                tuple(build_order(graph, selection.selected)), api.layout)

@@ -1,6 +1,8 @@
 """Build contexts on disk, the work dir's lock, and the logs dir.
 
-A context is ``<work-dir>/<image>/Dockerfile`` and the image's files; the logs
+A context is ``<work-dir>/<image>/Dockerfile`` and the image's files (with
+Kolla's API, ``<work-dir>/docker/<group>/<image>/`` and the templates
+kolla-build copies: :class:`builder.templating.api.WorkDirLayout`); the logs
 dir is never inside a build context.
 
 Every file and directory written gets the same fixed mtime and a normalised
@@ -18,14 +20,15 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from builder.build.sources.archive import FIXED_MTIME
 from builder.errors import ConfigError, ContextFileError, WorkDirBusy
-from builder.templating.layers import NotRegularFile, file_kind, read_regular
+from builder.templating.api import WorkDirLayout
+from builder.templating.layers import NotRegularFile, TemplateSet, file_kind, read_regular
 from builder.templating.render import RenderedImage
 
 MARKER = ".kiln-work-dir"
@@ -99,20 +102,22 @@ def _holder(fd: int) -> str:
         return "it has not said who it is yet"
 
 
-def prepare_logs_dir(logs_dir: Path | None, work_dir: Path, images: Iterable[str]) -> Path:
+def prepare_logs_dir(logs_dir: Path | None, work_dir: Path,
+                     contexts: Mapping[str, str]) -> Path:
     """Create (or reuse) the logs dir, never inside a build context.
 
-    ``logs_dir`` None is the default, ``<work-dir>/logs``. A logs dir that is
-    (or is inside) ``<work-dir>/<image>`` for an image of the set would have
-    its logs copied into that image and deleted when its context is written
-    again: refused, as is one that cannot be made or written.
+    ``logs_dir`` None is the default, ``<work-dir>/logs``. ``contexts`` maps
+    every image of the set to its context's path in the work dir. A logs dir
+    that is (or is inside) one of them would have its logs copied into that
+    image and deleted when its context is written again: refused, as is one
+    that cannot be made or written.
     """
     option = "--logs-dir" if logs_dir is not None else "the default logs dir"
     given = logs_dir if logs_dir is not None else work_dir / "logs"
     path = Path(os.path.abspath(given.expanduser()))
     real = Path(os.path.realpath(path))
-    for name in images:
-        context = work_dir / name
+    for name, relpath in contexts.items():
+        context = work_dir / relpath
         if real == context or context in real.parents:
             hint = ("give --logs-dir outside it" if logs_dir is None
                     else "choose a logs dir outside it")
@@ -164,10 +169,11 @@ def write_context(image: RenderedImage, work_dir: Path) -> Path:
     the file, raised before anything is removed or written.
     """
     for source in image.context_files.values():
-        _check_context_file(image, os.fspath(source))
-    target = work_dir / image.name
+        _check_context_file(f"image {image.name!r}", os.fspath(source), image.layer_roots)
+    target = work_dir / image.context_relpath
     if os.path.lexists(target):
         shutil.rmtree(target)
+    _make_parents(work_dir, image.context_relpath)
     os.mkdir(target, 0o755)
     directories = {"": target}
     _write(os.path.join(target, "Dockerfile"), image.dockerfile.encode("utf-8"), 0o644)
@@ -175,7 +181,7 @@ def write_context(image: RenderedImage, work_dir: Path) -> Path:
         _directory(directories, target, relpath)
     for relpath, source in image.context_files.items():
         parent = _directory(directories, target, os.path.dirname(relpath))
-        data, mode = _read_context_file(image, os.fspath(source))
+        data, mode = _read_context_file(f"image {image.name!r}", os.fspath(source))
         _write(os.path.join(parent, os.path.basename(relpath)), data,
                0o755 if mode & 0o111 else 0o644)
     # deepest first: writing into a directory changes its mtime
@@ -186,54 +192,91 @@ def write_context(image: RenderedImage, work_dir: Path) -> Path:
     return target
 
 
-def _check_context_file(image: RenderedImage, path: str) -> None:
+def write_shared_files(templates: TemplateSet, layout: WorkDirLayout, work_dir: Path) -> None:
+    """The template set's files outside every image (Kolla's ``macros.j2``)
+    and the directories grouping its images (Kolla's ``keystone/``), where a
+    layout that copies templates has them; nothing for kiln's own.
+
+    Every image's group directories are made, whether or not its context is
+    written: kolla-build's work dir keeps them for the images it leaves out.
+    """
+    if not layout.copies_templates:
+        return
+    for image in templates.images.values():
+        _make_parents(work_dir, layout.context_path(image.name, image.directory))
+    roots = tuple(layer.root for layer in templates.layers)
+    for relpath, source in templates.shared_files().items():
+        _check_context_file("the template set", os.fspath(source), roots)
+        data, mode = _read_context_file("the template set", os.fspath(source))
+        target = os.path.join(layout.root, relpath)
+        _make_parents(work_dir, target)
+        path = os.path.join(work_dir, target)
+        if os.path.lexists(path):
+            os.unlink(path)
+        _write(path, data, 0o755 if mode & 0o111 else 0o644)
+
+
+def _make_parents(work_dir: Path, relpath: str) -> None:
+    """The directories above ``relpath`` in the work dir (Kolla's groups),
+    each 0755 whatever the umask; threads writing contexts may race here."""
+    current = os.fspath(work_dir)
+    for part in relpath.split("/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        os.chmod(current, 0o755)
+
+
+def _check_context_file(who: str, path: str, roots: tuple[Path, ...]) -> None:
     """Refuse a file that is not, or does not lead to, a regular file in its layer."""
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise _unreadable(image, path, exc) from exc
-    root = _layer_root(path, image.layer_roots)
+        raise _unreadable(who, path, exc) from exc
+    root = _layer_root(path, roots)
     if root is not None:
         real = os.path.realpath(path)
         real_root = os.path.realpath(root)
         if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
             link = _outermost_link(path, root)
-            raise _refused(image, path, f"leads out of its template layer {root} "
+            raise _refused(who, path, f"leads out of its template layer {root} "
                                         f"(through the symbolic link {link}{_to(link)})"
                            if link and link != path else
                            f"is a symbolic link{_to(path)}, out of its template "
                            f"layer {root}")
     if not stat.S_ISREG(info.st_mode):
-        raise _not_regular(image, path, file_kind(info.st_mode))
+        raise _not_regular(who, path, file_kind(info.st_mode))
 
 
-def _read_context_file(image: RenderedImage, path: str) -> tuple[bytes, int]:
+def _read_context_file(who: str, path: str) -> tuple[bytes, int]:
     try:
         return read_regular(path)
     except NotRegularFile as exc:
-        raise _not_regular(image, path, exc.kind) from exc
+        raise _not_regular(who, path, exc.kind) from exc
     except OSError as exc:
-        raise _unreadable(image, path, exc) from exc
+        raise _unreadable(who, path, exc) from exc
 
 
-def _not_regular(image: RenderedImage, path: str, kind: str) -> ContextFileError:
+def _not_regular(who: str, path: str, kind: str) -> ContextFileError:
     if os.path.islink(path):
-        return _refused(image, path, f"is a symbolic link{_to(path)}, which is {kind}, "
+        return _refused(who, path, f"is a symbolic link{_to(path)}, which is {kind}, "
                                      f"not a regular file")
-    return _refused(image, path, f"is {kind}, not a regular file")
+    return _refused(who, path, f"is {kind}, not a regular file")
 
 
-def _unreadable(image: RenderedImage, path: str, exc: OSError) -> ContextFileError:
+def _unreadable(who: str, path: str, exc: OSError) -> ContextFileError:
     if isinstance(exc, FileNotFoundError):
         if os.path.islink(path):
-            return _refused(image, path, f"is a dangling symbolic link{_to(path)}")
-        return _refused(image, path, "has disappeared")
-    return _refused(image, path, f"cannot be read: {exc.strerror or exc}")
+            return _refused(who, path, f"is a dangling symbolic link{_to(path)}")
+        return _refused(who, path, "has disappeared")
+    return _refused(who, path, f"cannot be read: {exc.strerror or exc}")
 
 
-def _refused(image: RenderedImage, path: str, what: str) -> ContextFileError:
+def _refused(who: str, path: str, what: str) -> ContextFileError:
     return ContextFileError(
-        f"image {image.name!r}: {path} {what}; a build context holds only regular "
+        f"{who}: {path} {what}; a build context holds only regular "
         f"files and links to files inside the template layer")
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.build.context import write_context
+from builder.build.context import write_context, write_shared_files
 from builder.build.labels import (
     FINGERPRINT,
     PROXY_ARGS,
@@ -89,6 +89,8 @@ def prepare(plan: Plan, settings: BuildSettings, engine: Engine, names: Sequence
             _warn_secret_args(name, node["args"], settings.run.build_args, public_args)
         refresh = refreshes.get(name)
         digests = digest_tree(context)
+        for copy in plan.rendered[name].template_copies:
+            digests.pop(copy, None)  # counted by what it renders: the Dockerfile
         digests["Dockerfile"] = _dockerfile_digest(plan.rendered[name].dockerfile, parents,
                                                    settings.naming)
         inputs = ImageInputs(name=name, context_digests=digests, sources=sources,
@@ -124,6 +126,12 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
     # Kolla's plugins and additions: archives in every image's context
     extras = (assign_extras(plan.templates.images, settings.sources)[0]
               if settings.templates.api == "kolla" else None)
+    try:
+        write_shared_files(plan.templates, plan.layout, work_dir)
+    except (KilnError, OSError) as exc:
+        reason = (scrub_url(exc.message) if isinstance(exc, KilnError)
+                  else f"cannot write the template set's files: {exc}")
+        return {}, dict.fromkeys(list(names), reason)
 
     def write(name: str) -> tuple[Path, tuple[PreparedSource, ...]]:
         context = write_context(plan.rendered[name], work_dir)

@@ -49,7 +49,7 @@ class RunResult:
 
 def run_builds(settings: BuildSettings, plan: Plan) -> RunResult:
     with locked_work_dir(settings.work_dir) as work_dir:
-        logs_dir = prepare_logs_dir(settings.run.logs_dir, work_dir, plan.templates.images)
+        logs_dir = prepare_logs_dir(settings.run.logs_dir, work_dir, plan.context_paths())
         return _run_builds(settings, plan, work_dir, logs_dir)
 
 

@@ -7,7 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from builder.build.context import check_output_file, locked_work_dir, write_context
+from builder.build.context import (
+    check_output_file,
+    locked_work_dir,
+    write_context,
+    write_shared_files,
+)
 from builder.build.sources.sections import unused_source_warnings
 from builder.build.sources.spec import SourceSpec
 from builder.cli import options
@@ -44,6 +49,11 @@ def _build(argv: list[str]) -> int:
         print(listings.list_dependencies(plan))
     if outputs.template_only:
         with locked_work_dir(settings.work_dir) as work_dir:
+            try:
+                write_shared_files(plan.templates, plan.layout, work_dir)
+            except OSError as exc:
+                raise KilnError(f"cannot write the template set's files in {work_dir}: "
+                                f"{exc.strerror or exc}") from exc
             for name in plan.order:
                 try:
                     write_context(plan.rendered[name], work_dir)

@@ -45,6 +45,31 @@ class ContextAdditions:
 
 
 @dataclass(frozen=True)
+class WorkDirLayout:
+    """Where an API puts build contexts in the work dir, and what else it writes there.
+
+    kiln's own: ``<work-dir>/<image>/``, the build contexts alone. Kolla's:
+    ``<work-dir>/docker/<the image's directory in the template set>/`` (e.g.
+    ``docker/keystone/keystone-base/``), with kolla-build's copies of the
+    templates: each image's ``Dockerfile*.j2`` in its context and the set's
+    files outside any image (``macros.j2``) under ``docker/``.
+    """
+
+    root: str = ""                  # directory of the work dir holding the contexts
+    by_directory: bool = False      # a context at the image's directory, not its name
+    copies_templates: bool = False
+
+    def context_path(self, name: str, directory: str) -> str:
+        """The build context of an image, relative to the work dir."""
+        relpath = directory if self.by_directory else name
+        return f"{self.root}/{relpath}" if self.root else relpath
+
+
+KILN_LAYOUT = WorkDirLayout()
+KOLLA_LAYOUT = WorkDirLayout(root="docker", by_directory=True, copies_templates=True)
+
+
+@dataclass(frozen=True)
 class TemplateAPI:
     name: str
     syntax: Mapping[str, bool] = field(default_factory=lambda: dict(KILN_SYNTAX))
@@ -64,6 +89,7 @@ class TemplateAPI:
     overrides_first_on_top: bool = False
     # image name -> files and directories added to its build context
     context_additions: Callable[[str], ContextAdditions] | None = None
+    layout: WorkDirLayout = KILN_LAYOUT
 
 
 KILN_API = TemplateAPI(

@@ -73,8 +73,9 @@ class TemplateSet:
         layers = self.files.get(relpath)
         return layers[-1] if layers else None
 
-    def context_files(self, image: ImageDef) -> dict[str, Path]:
-        """Files of an image's build context (templates and nested images excluded).
+    def context_files(self, image: ImageDef, templates: bool = False) -> dict[str, Path]:
+        """Files of an image's build context (nested images excluded; its own
+        templates too unless ``templates``).
 
         Keys are paths relative to the image directory; the topmost layer's
         file wins.
@@ -83,10 +84,17 @@ class TemplateSet:
         result = {}
         for relpath in self.owned.get(image.name, ()):
             inner = relpath[start:]
-            if "/" not in inner and is_template_file(inner):
+            if not templates and "/" not in inner and is_template_file(inner):
                 continue
             result[inner] = self.path(self.files[relpath][-1], relpath)
         return result
+
+    def shared_files(self) -> dict[str, Path]:
+        """The set's files outside every image directory (e.g. ``macros.j2``),
+        by relative path; the topmost layer's file wins."""
+        owned = {relpath for paths in self.owned.values() for relpath in paths}
+        return {relpath: self.path(layers[-1], relpath)
+                for relpath, layers in sorted(self.files.items()) if relpath not in owned}
 
 
 def load_template_set(bottom: Path, upper: Sequence[Path] = (),

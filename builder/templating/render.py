@@ -34,7 +34,13 @@ from builder.errors import KilnError, TemplateError
 from builder.naming import ImageNaming
 from builder.settings import TemplateSettings
 from builder.templating.api import KILN_API, TemplateAPI
-from builder.templating.layers import ImageDef, NotRegularFile, TemplateSet, read_regular
+from builder.templating.layers import (
+    ImageDef,
+    NotRegularFile,
+    TemplateSet,
+    is_template_file,
+    read_regular,
+)
 
 PARENT_MARKER = "kiln-parent:"
 OVERRIDE_PREFIX = "override:"
@@ -97,6 +103,15 @@ class RenderedImage:
     layer_roots: tuple[Path, ...] = ()
     # directories of the context made even when empty (e.g. Kolla's patches/)
     context_dirs: tuple[str, ...] = ()
+    # where the context goes, relative to the work dir ("" is the image's name)
+    context_path: str = ""
+    # context files that are copies of its templates (Kolla's work dir has
+    # them): not counted in fingerprints, the rendered Dockerfile is
+    template_copies: tuple[str, ...] = ()
+
+    @property
+    def context_relpath(self) -> str:
+        return self.context_path or self.name
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,7 @@ class Renderer:
         self._image_variables = api.image_variables
         self._postprocess = api.postprocess
         self._context_additions = api.context_additions
+        self._layout = api.layout
         self._base_context = {
             **settings.variables,
             "namespace": naming.namespace,
@@ -260,7 +276,10 @@ class Renderer:
         self._discard_own_templates(chain)
         if self._postprocess is not None:
             text = self._postprocess(image.name, text)
-        files = self._templates.context_files(image)
+        layout = self._layout
+        files = self._templates.context_files(image, templates=layout.copies_templates)
+        copies = tuple(sorted(p for p in files if "/" not in p and is_template_file(p))
+                       ) if layout.copies_templates else ()
         dirs: tuple[str, ...] = ()
         if self._context_additions is not None:
             additions = self._context_additions(image.name)
@@ -273,6 +292,8 @@ class Renderer:
             context_files=files,
             layer_roots=self._layer_roots,
             context_dirs=dirs,
+            context_path=layout.context_path(image.name, image.directory),
+            template_copies=copies,
         )
 
     def _template_path(self, name: str) -> Path:

@@ -140,15 +140,11 @@ def _kolla_environment() -> dict[str, str]:
     return env
 
 
-def kolla_dockerfiles(work_dir: Path) -> dict[str, bytes]:
-    """kolla-build's output: image name -> rendered Dockerfile."""
+def dockerfiles(work_dir: Path) -> dict[str, bytes]:
+    """A work dir of kolla-build's (or of kiln-build's with the Kolla API, the
+    same layout: ``docker/<group>/<image>/``): image name -> rendered Dockerfile."""
     return {path.parent.name: path.read_bytes()
             for path in (work_dir / "docker").rglob("Dockerfile")}
-
-
-def kiln_dockerfiles(work_dir: Path) -> dict[str, bytes]:
-    """kiln-build's output: image name -> rendered Dockerfile."""
-    return {path.parent.name: path.read_bytes() for path in work_dir.glob("*/Dockerfile")}
 
 
 def kolla_parents(dockerfiles: Mapping[str, bytes], namespace: str, tag: str,

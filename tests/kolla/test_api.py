@@ -442,12 +442,13 @@ def test_pip_args_are_inserted_after_the_first_from():
 
 # --- rendering a small Kolla-style tree through kiln-build ---------------------------------
 
-def minikolla(kiln, tmp_path, *more):
+def minikolla(kiln, tmp_path, *more, template_only=True):
     conf = tmp_path / "kiln.conf"
     conf.write_text("[svc-user]\nuid = 50000\ngid = 50001\n")
     work = tmp_path / "work"
     result = kiln("--config-file", conf, "--template-api", "kolla", "--templates-dir",
-                  MINIKOLLA / "docker", "--template-cache-dir", "", "--template-only",
+                  MINIKOLLA / "docker", "--template-cache-dir", "",
+                  *(("--template-only",) if template_only else ()),
                   "--work-dir", work, "--kolla-version", "23.0.0", *more)
     return result, work
 
@@ -459,7 +460,7 @@ def test_minikolla_renders_like_kolla(kiln, tmp_path):
     assert result.code == 0, result.err
     # the parent is found through the registry, namespace, prefix and tag
     assert json.loads(result.out[result.out.index("{"):])["svc-api"]["parents"] == ["base"]
-    base = (work / "base" / "Dockerfile").read_text()
+    base = (work / "docker" / "base" / "Dockerfile").read_text()
     assert base.startswith("FROM debian:trixie\n\nLABEL maintainer=\"Kolla Project "
                            "(https://launchpad.net/kolla)\" name=\"base\"\n\n"
                            "LABEL kolla_version=\"23.0.0\" undefined=\"\"\n")
@@ -471,7 +472,7 @@ def test_minikolla_renders_like_kolla(kiln, tmp_path):
     assert "DEBIAN_ARCH=amd64" in base
     assert 'ENTRYPOINT ["dumb-init"' in base
     assert base.endswith("|| true \\\n    && rm -rf /tmp/kolla-repos-backup")  # no final newline
-    api = (work / "svc-api" / "Dockerfile").read_text()
+    api = (work / "docker" / "svc" / "svc-api" / "Dockerfile").read_text()
     assert api.startswith("FROM reg.local/kiln/p-base:latest\n")
     assert "RUN chown -R 50000:50001 /var/lib/svc" in api
 
@@ -484,10 +485,10 @@ def test_minikolla_override_and_rocky(kiln, tmp_path):
                         "{% block svc_api_footer %}RUN echo {{ image_name }}{% endblock %}\n")
     result, work = minikolla(kiln, tmp_path, "--base", "rocky", "--template-override", override)
     assert result.code == 0, result.err
-    base = (work / "base" / "Dockerfile").read_text()
+    base = (work / "docker" / "base" / "Dockerfile").read_text()
     assert "RUN dnf -y install curl ca-certificates vim" in base
     assert "echo 'metalink=https://mirrors.example.org/metalink?repo=epel'" in base
-    api = (work / "svc-api" / "Dockerfile").read_text()
+    api = (work / "docker" / "svc" / "svc-api" / "Dockerfile").read_text()
     assert "RUN dnf -y install svc-api\n" in api
     assert "RUN echo svc-api\nUSER svc" in api
 
@@ -510,5 +511,32 @@ def test_later_override_file_sets_win_as_in_kolla(kiln, tmp_path):
     result, work = minikolla(kiln, tmp_path, "--base", "debian", "--template-override", first,
                              "--template-override", second)
     assert result.code == 0, result.err
-    api = (work / "svc-api" / "Dockerfile").read_text()
+    api = (work / "docker" / "svc" / "svc-api" / "Dockerfile").read_text()
     assert "from-second" in api and "from-first" not in api
+
+
+def test_work_dir_is_kolla_builds_layout(kiln, tmp_path):
+    """Contexts at docker/<group>/<image>/ with kolla-build's copies of the
+    templates; the set's other files and its group directories under docker/."""
+    result, work = minikolla(kiln, tmp_path, "--base", "debian", "^svc-api$")
+    assert result.code == 0, result.err
+    docker = work / "docker"
+    assert sorted(p.name for p in work.iterdir()) == [".kiln-lock", ".kiln-work-dir", "docker"]
+    assert sorted(p.relative_to(docker).as_posix() for p in docker.rglob("*")) == [
+        "base", "base/Dockerfile", "base/Dockerfile.j2", "base/patches",  # the parent
+        "macros.j2", "svc", "svc/svc-api", "svc/svc-api/Dockerfile",
+        "svc/svc-api/Dockerfile.j2", "svc/svc-api/patches"]
+    template = MINIKOLLA / "docker" / "svc" / "svc-api" / "Dockerfile.j2"
+    assert (docker / "svc" / "svc-api" / "Dockerfile.j2").read_bytes() == template.read_bytes()
+    assert (docker / "macros.j2").read_bytes() == (MINIKOLLA / "docker" / "macros.j2").read_bytes()
+    assert (docker / "svc" / "svc-api" / "Dockerfile").read_text().startswith("FROM kolla/")
+
+
+def test_logs_dir_inside_a_kolla_layout_context_is_refused(kiln, tmp_path):
+    logs = tmp_path / "work" / "docker" / "svc" / "svc-api" / "logs"
+    result, work = minikolla(kiln, tmp_path, "--base", "debian", "--logs-dir", logs,
+                             "^svc-api$", template_only=False)
+    assert result.code == 2, result.err
+    assert (f"--logs-dir {logs} is inside the build context of image 'svc-api' "
+            f"({work / 'docker' / 'svc' / 'svc-api'})") in result.err
+    assert not logs.exists()

@@ -15,8 +15,7 @@ from builder.templating.kolla.settings import unbuildable_images
 from tests.kolla.conftest import CUSTOMIZED
 from tests.kolla.kolla_env import (
     BASES,
-    kiln_dockerfiles,
-    kolla_dockerfiles,
+    dockerfiles,
     kolla_parents,
     kolla_tag,
     parse_kolla_dependencies,
@@ -74,9 +73,9 @@ def test_every_dockerfile_is_kolla_builds(base, kiln, kolla_install, kolla_runs,
                   *kiln_args(kolla_install, base, empty_config, kiln_cache, *exclude))
     assert result.code == 0, result.err
     kolla_runs.output(("render", base))
-    kolla = kolla_dockerfiles(kolla_runs.work_dir(("render", base)))
+    kolla = dockerfiles(kolla_runs.work_dir(("render", base)))
     assert len(kolla) > 150
-    assert_same_dockerfiles(kolla, kiln_dockerfiles(work))
+    assert_same_dockerfiles(kolla, dockerfiles(work))
 
 
 @pytest.mark.parametrize("base", ["debian", "rocky"])
@@ -91,8 +90,8 @@ def test_overrides_and_docker_dir_give_kolla_builds_dockerfiles(base, kiln, koll
                              *exclude, *CUSTOMIZED))
     assert result.code == 0, result.err
     kolla_runs.output(("customized", base))
-    kolla = kolla_dockerfiles(kolla_runs.work_dir(("customized", base)))
-    kiln_files = kiln_dockerfiles(work)
+    kolla = dockerfiles(kolla_runs.work_dir(("customized", base)))
+    kiln_files = dockerfiles(work)
     assert_same_dockerfiles(kolla, kiln_files)
     # and the layer and the overrides did something (in both)
     assert b'layer="site"' in kiln_files["cron"]
@@ -114,7 +113,7 @@ def test_overrides_and_docker_dir_give_kolla_builds_dockerfiles(base, kiln, koll
 def test_every_image_has_kolla_builds_parent(base, kiln, kolla_install, kolla_runs,
                                              empty_config, kiln_cache):
     kolla_runs.output(("render", base))
-    kolla = kolla_parents(kolla_dockerfiles(kolla_runs.work_dir(("render", base))),
+    kolla = kolla_parents(dockerfiles(kolla_runs.work_dir(("render", base))),
                           "kolla", kolla_tag(base))
     dependencies = kiln_dependencies(kiln, kolla_install, base, empty_config, kiln_cache)
     assert set(kolla) <= set(dependencies)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.kolla.kolla_env import kiln_dockerfiles, kolla_dockerfiles, run_kolla_build
+from tests.kolla.kolla_env import dockerfiles, run_kolla_build
 
 KOLLA_BUILD_CONF = """\
 # Ansible managed
@@ -114,7 +114,7 @@ def test_kayobe_config_renders_as_with_kolla_build(kiln, kolla_install, kiln_cac
                   "--template-only", "--work-dir", kiln_work, *IMAGES)
     assert result.code == 0, result.err
     assert ": warning: " not in result.err, result.err
-    kolla, mine = kolla_dockerfiles(kolla_work), kiln_dockerfiles(kiln_work)
+    kolla, mine = dockerfiles(kolla_work), dockerfiles(kiln_work)
     assert {"base", "openstack-base", "keystone-base", "keystone", "nova-compute",
             "bifrost-deploy"} <= set(mine)
     different = sorted(name for name in mine if mine[name] != kolla.get(name))

@@ -97,16 +97,16 @@ def test_plugins_and_additions_are_kolla_builds(kiln, kolla_install, refs, tmp_p
     assert result.code == 0, result.err
     assert f"[{ORPHAN}]" in result.err  # a plugin section of no image: a warning naming it
 
-    context = work / PROBE
+    context = work / "docker" / PROBE
     assert (context / "plugins-archive").read_bytes() == \
         (kolla_context / "plugins-archive").read_bytes()
     # an image's own source: a directory byte for byte, a tarball's members as they are
     assert (context / f"{PROBE}-archive").read_bytes() == \
         (kolla_context / f"{PROBE}-archive").read_bytes()
     tar_source = f"{TAR_PROBE}/{TAR_PROBE}-archive"
-    assert members(work / tar_source, names_only=True) == \
+    assert members(work / "docker" / tar_source, names_only=True) == \
         members(kolla_work / "docker" / tar_source, names_only=True)
-    assert "other-1.0/other.py" in members(work / tar_source)
+    assert "other-1.0/other.py" in members(work / "docker" / tar_source)
     kolla_additions = members(kolla_context / "additions-archive", skip_git=True)
     assert members(context / "additions-archive") == kolla_additions
     assert "additions/archive-probe-additions-extra-archive-main/README" in kolla_additions
@@ -151,5 +151,36 @@ def test_every_kolla_image_gets_both_archives_empty_by_default(kiln, kolla_insta
                   "--work-dir", work, f"^{PROBE}$")
     assert result.code == 0, result.err
     for kind in ("plugins", "additions"):
-        assert members(work / PROBE / f"{kind}-archive") == {
+        assert members(work / "docker" / PROBE / f"{kind}-archive") == {
             kind: (tarfile.DIRTYPE, 0o755, 0, 0, "root", 0, "", None)}
+
+
+def test_template_copies_in_the_context_count_by_what_they_render(kiln, kolla_install,
+                                                                  refs, tmp_path):
+    """kolla-build's work dir has each image's Dockerfile.j2 in its context, and so
+    has kiln's: a template change that renders the same Dockerfile reuses the image."""
+    require_docker()
+    layer = tmp_path / "layer"
+    template = layer / PROBE / "Dockerfile.j2"
+    template.parent.mkdir(parents=True)
+    template.write_text("FROM scratch\nADD plugins-archive /\n")
+    config = tmp_path / "empty.conf"
+    config.write_text("")
+    namespace, ref = refs("kiln")
+    work = tmp_path / "kiln"
+    args = ("--config-file", config, "--template-api", "kolla",
+            "--templates-dir", kolla_install.docker_dir, "--docker-dir", layer,
+            "--namespace", namespace, "--tag", "t", "--work-dir", work, f"^{PROBE}$")
+
+    def built() -> tuple[str, str]:
+        result = kiln(*args)
+        assert result.code == 0, result.err
+        data = json.loads(docker("image", "inspect", ref))[0]
+        return data["Id"], data["Config"]["Labels"][FINGERPRINT]
+
+    first = built()
+    template.write_text("{# a comment #}FROM scratch\nADD plugins-archive /\n")
+    assert built() == first
+    assert (work / "docker" / PROBE / "Dockerfile.j2").read_text().startswith("{# a comment")
+    template.write_text("FROM scratch\nADD plugins-archive /plugins-here/\n")
+    assert built()[1] != first[1]

@@ -41,7 +41,7 @@ import jinja2
 
 from builder.errors import ConfigError, TemplateError
 from builder.naming import ImageNaming
-from builder.templating.api import TemplateAPI
+from builder.templating.api import KOLLA_LAYOUT, TemplateAPI
 from builder.templating.kolla.context import context_additions
 from builder.templating.kolla.repos import RepoTable
 from builder.templating.kolla.settings import KollaSettings
@@ -181,5 +181,6 @@ def kolla_api(settings: KollaSettings, naming: ImageNaming) -> TemplateAPI:
         },
         variables=render_variables(settings, naming),
         context_additions=context_additions(settings),
+        layout=KOLLA_LAYOUT,
         **extra,
     )
