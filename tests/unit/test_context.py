@@ -8,10 +8,17 @@ import stat
 import git
 import pytest
 
-from builder.build.context import FIXED_MTIME, locked_work_dir, prepare_work_dir, write_context
+from builder.build.context import (
+    FIXED_MTIME,
+    locked_work_dir,
+    prepare_work_dir,
+    write_context,
+    write_shared_files,
+)
 from builder.build.prepare import layer_info
 from builder.errors import ContextFileError, WorkDirBusy
-from builder.templating.layers import Layer
+from builder.templating.api import KILN_LAYOUT, KOLLA_LAYOUT
+from builder.templating.layers import Layer, load_template_set
 from builder.templating.render import RenderedImage
 
 
@@ -113,3 +120,61 @@ def test_layer_git_state_only_inside_a_checkout(tmp_path):
     assert "secret" not in inside.remote and "example.com/templates.git" in inside.remote
     (layer_dir / "a.txt").write_text("changed")
     assert layer_info([Layer(1, layer_dir, "docker-dir 1")])[0].dirty is True
+
+
+def kolla_style_set(tmp_path):
+    """Two layers: macros.j2, a group keystone/ with two images, and an upper layer
+    replacing macros.j2 and adding an image of its own."""
+    base, upper = tmp_path / "base", tmp_path / "upper"
+    for path, text in {base / "macros.j2": "base macros",
+                       base / "keystone" / "keystone-base" / "Dockerfile.j2": "FROM scratch",
+                       base / "keystone" / "keystone-base" / "run.sh": "#!/bin/sh",
+                       base / "keystone" / "keystone" / "Dockerfile.j2": "FROM scratch",
+                       upper / "macros.j2": "upper macros",
+                       upper / "site" / "tools" / "Dockerfile.j2": "FROM scratch"}.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (base / "keystone" / "keystone-base" / "run.sh").chmod(0o700)
+    return load_template_set(base, [upper])
+
+
+def test_kolla_layout_puts_contexts_at_their_directories_with_template_copies(tmp_path):
+    templates = kolla_style_set(tmp_path)
+    image = templates.images["keystone-base"]
+    work = prepare_work_dir(tmp_path / "work")
+    old = os.umask(0o077)
+    try:
+        write_shared_files(templates, KOLLA_LAYOUT, work)
+        target = write_context(RenderedImage(
+            name="keystone-base", dockerfile="FROM scratch\n", templates=(),
+            context_files=templates.context_files(image, templates=True),
+            context_path=KOLLA_LAYOUT.context_path(image.name, image.directory)), work)
+    finally:
+        os.umask(old)
+    assert target == work / "docker" / "keystone" / "keystone-base"
+    found = {p.relative_to(work / "docker").as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in (work / "docker").rglob("*")}
+    # every image's group directory, the shared file (the upper layer's), one context
+    assert found == {"macros.j2": 0o644, "keystone": 0o755, "site": 0o755,
+                     "keystone/keystone-base": 0o755,
+                     "keystone/keystone-base/Dockerfile": 0o644,
+                     "keystone/keystone-base/Dockerfile.j2": 0o644,
+                     "keystone/keystone-base/run.sh": 0o755}
+    assert (work / "docker" / "macros.j2").read_text() == "upper macros"
+    # kiln's own layout writes none of it
+    other = prepare_work_dir(tmp_path / "other")
+    write_shared_files(templates, KILN_LAYOUT, other)
+    assert sorted(p.name for p in other.iterdir()) == [".kiln-work-dir"]
+
+
+def test_a_shared_file_leading_out_of_its_layer_is_refused(tmp_path):
+    templates_dir = tmp_path / "base"
+    (templates_dir / "app").mkdir(parents=True)
+    (templates_dir / "app" / "Dockerfile.j2").write_text("FROM scratch")
+    (tmp_path / "secret").write_text("secret")
+    (templates_dir / "macros.j2").symlink_to(tmp_path / "secret")
+    work = prepare_work_dir(tmp_path / "work")
+    with pytest.raises(ContextFileError, match=r"the template set: .*macros.j2 is a symbolic "
+                                               r"link to .*secret, out of its template layer"):
+        write_shared_files(load_template_set(templates_dir), KOLLA_LAYOUT, work)
+    assert not (work / "docker" / "macros.j2").exists()
