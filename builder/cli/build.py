@@ -16,7 +16,7 @@ from builder.build.context import (
 from builder.build.sources.sections import unused_source_warnings
 from builder.build.sources.spec import SourceSpec
 from builder.cli import options
-from builder.cli.common import run, setup_logging
+from builder.cli.common import report_survives_second_interrupt, run, setup_logging
 from builder.errors import EXIT_INTERRUPTED, EXIT_OK, ConfigError, KilnError
 from builder.output import listings
 from builder.plan import Plan, make_plan
@@ -88,8 +88,9 @@ def _with_source_overrides(settings: BuildSettings, plan: Plan) -> BuildSettings
 def _run_builds(settings: BuildSettings, plan: Plan) -> int:
     from builder.build.run import run_builds  # the build machinery loads only to build
 
-    result = run_builds(settings, plan)
-    _report(settings, result.summary)
+    with report_survives_second_interrupt(PROG):
+        result = run_builds(settings, plan)
+        _report(settings, result.summary)
     LOG.info("build contexts in %s, logs in %s", result.work_dir, result.logs_dir)
     return EXIT_INTERRUPTED if result.interrupted else result.exit_code
 

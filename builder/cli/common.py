@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from builder.errors import EXIT_INTERRUPTED, KilnError
 
@@ -74,3 +75,43 @@ def _exit_at_next_interrupt() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))
+    # atexit functions run once the threads are joined. Then the interpreter
+    # puts SIGINT back to its default, under which a Ctrl-C in the last
+    # milliseconds would kill the process by the signal; ignored, it cannot
+    # (the interpreter leaves an ignored signal alone).
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def report_survives_second_interrupt(prog: str) -> Iterator[None]:
+    """The first Ctrl-C interrupts as usual; a second one, while kiln is
+    writing what the run did, is noted and the report finished; a third
+    ends the process at once (exit 130).
+
+    After the first Ctrl-C a run stops its scheduler and writes its summary
+    (milliseconds): a second Ctrl-C there would lose the summary, and with
+    it what the run had built. Waiting for builds that are still stopping
+    comes later, at exit, and stays interruptible (see ``run``).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def interrupted(signum, frame):
+        nonlocal count
+        count += 1
+        if count == 1:
+            raise KeyboardInterrupt
+        if count == 2:
+            # os.write: this may run while the main thread is inside a print()
+            os.write(2, f"{prog}: interrupted again: finishing the summary "
+                        f"(Ctrl-C again to stop at once)\n".encode())
+            return
+        os._exit(EXIT_INTERRUPTED)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -130,9 +130,9 @@ def test_interrupted_build_summary(tree, tmp_path, busybox_base, cleanup_images,
                                    server, docker_engine, signals):  # noqa: F811
     code, out, err, summary, logs = interrupt_build(
         tree, tmp_path, busybox_base, cleanup_images, server, signals)
-    # A shell shows 130 for both; a second Ctrl-C can still, rarely, end the
-    # process by SIGINT after the summary is written (a race not yet found).
-    assert code == EXIT_INTERRUPTED or (signals == 2 and code == -signal.SIGINT), err
+    # the second Ctrl-C may come while kiln writes the summary, or while the
+    # interpreter ends: the summary is written and the exit code is 130 all the same
+    assert code == EXIT_INTERRUPTED, (code, err)
     assert "Traceback" not in err
     assert summary is not None, err
     assert summary["failed"] == [], summary["failed"]
