@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from builder.build.sources.archive import FIXED_MTIME
-from builder.errors import ConfigError, ContextFileError, WorkDirBusy
+from builder.errors import ConfigError, ContextFileError, KilnError, WorkDirBusy
 from builder.templating.api import WorkDirLayout
 from builder.templating.layers import NotRegularFile, TemplateSet, file_kind, read_regular
 from builder.templating.render import RenderedImage
@@ -199,21 +199,27 @@ def write_shared_files(templates: TemplateSet, layout: WorkDirLayout, work_dir: 
 
     Every image's group directories are made, whether or not its context is
     written: kolla-build's work dir keeps them for the images it leaves out.
+    A file that cannot be copied is a :class:`ContextFileError` naming it;
+    one that cannot be written, a :class:`KilnError` naming the work dir.
     """
     if not layout.copies_templates:
         return
-    for image in templates.images.values():
-        _make_parents(work_dir, layout.context_path(image.name, image.directory))
     roots = tuple(layer.root for layer in templates.layers)
-    for relpath, source in templates.shared_files().items():
-        _check_context_file("the template set", os.fspath(source), roots)
-        data, mode = _read_context_file("the template set", os.fspath(source))
-        target = os.path.join(layout.root, relpath)
-        _make_parents(work_dir, target)
-        path = os.path.join(work_dir, target)
-        if os.path.lexists(path):
-            os.unlink(path)
-        _write(path, data, 0o755 if mode & 0o111 else 0o644)
+    try:
+        for image in templates.images.values():
+            _make_parents(work_dir, layout.context_path(image.name, image.directory))
+        for relpath, source in templates.shared_files().items():
+            _check_context_file("the template set", os.fspath(source), roots)
+            data, mode = _read_context_file("the template set", os.fspath(source))
+            target = os.path.join(layout.root, relpath)
+            _make_parents(work_dir, target)
+            path = os.path.join(work_dir, target)
+            if os.path.lexists(path):
+                os.unlink(path)
+            _write(path, data, 0o755 if mode & 0o111 else 0o644)
+    except OSError as exc:
+        raise KilnError(f"cannot write the template set's files in {work_dir}: "
+                        f"{exc.strerror or exc}") from exc
 
 
 def _make_parents(work_dir: Path, relpath: str) -> None:

@@ -126,12 +126,7 @@ def _write_contexts(plan: Plan, settings: BuildSettings, names: Iterable[str], w
     # Kolla's plugins and additions: archives in every image's context
     extras = (assign_extras(plan.templates.images, settings.sources)[0]
               if settings.templates.api == "kolla" else None)
-    try:
-        write_shared_files(plan.templates, plan.layout, work_dir)
-    except (KilnError, OSError) as exc:
-        reason = (scrub_url(exc.message) if isinstance(exc, KilnError)
-                  else f"cannot write the template set's files: {exc}")
-        return {}, dict.fromkeys(list(names), reason)
+    write_shared_files(plan.templates, plan.layout, work_dir)  # the set's: raises
 
     def write(name: str) -> tuple[Path, tuple[PreparedSource, ...]]:
         context = write_context(plan.rendered[name], work_dir)

@@ -49,11 +49,7 @@ def _build(argv: list[str]) -> int:
         print(listings.list_dependencies(plan))
     if outputs.template_only:
         with locked_work_dir(settings.work_dir) as work_dir:
-            try:
-                write_shared_files(plan.templates, plan.layout, work_dir)
-            except OSError as exc:
-                raise KilnError(f"cannot write the template set's files in {work_dir}: "
-                                f"{exc.strerror or exc}") from exc
+            write_shared_files(plan.templates, plan.layout, work_dir)
             for name in plan.order:
                 try:
                     write_context(plan.rendered[name], work_dir)

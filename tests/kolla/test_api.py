@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import jinja2
@@ -34,6 +35,7 @@ from builder.templating.kolla.settings import (
     rpm_setup_commands,
     unbuildable_images,
 )
+from tests.integration.conftest import require_docker
 
 MINIKOLLA = Path(__file__).parent / "fixtures" / "minikolla"
 REPOS = MINIKOLLA / "template" / "repos.yaml"
@@ -540,3 +542,30 @@ def test_logs_dir_inside_a_kolla_layout_context_is_refused(kiln, tmp_path):
     assert (f"--logs-dir {logs} is inside the build context of image 'svc-api' "
             f"({work / 'docker' / 'svc' / 'svc-api'})") in result.err
     assert not logs.exists()
+
+
+@pytest.mark.parametrize("mode", ["template-only", "build"])
+def test_a_shared_template_file_out_of_its_layer_is_one_error(kiln, tmp_path, mode):
+    """macros.j2, a link out of the tree: one line naming it, and nothing built."""
+    if mode == "build":
+        require_docker()
+    shutil.copytree(MINIKOLLA, tmp_path / "minikolla")
+    tree = tmp_path / "minikolla" / "docker"
+    (tmp_path / "elsewhere.j2").write_bytes((tree / "macros.j2").read_bytes())
+    (tree / "macros.j2").unlink()
+    (tree / "macros.j2").symlink_to(tmp_path / "elsewhere.j2")
+    conf = tmp_path / "kiln.conf"
+    conf.write_text("[svc-user]\nuid = 50000\ngid = 50001\n")
+    work = tmp_path / "work"
+    result = kiln("--config-file", conf, "--template-api", "kolla", "--templates-dir", tree,
+                  "--template-cache-dir", "", "--work-dir", work, "--kolla-version", "23.0.0",
+                  "--namespace", f"kiln-test-{uuid.uuid4().hex[:8]}", "--nopull",
+                  *(["--template-only"] if mode == "template-only" else []), "^base$")
+    assert result.code == 2, result.err
+    errors = [line for line in result.err.splitlines() if ": error: " in line]
+    assert errors == [f"kiln-build: error: the template set: {tree / 'macros.j2'} is a "
+                      f"symbolic link to {tmp_path / 'elsewhere.j2'}, out of its template "
+                      f"layer {tree}; a build context holds only regular files and links to "
+                      f"files inside the template layer"], result.err
+    assert "Traceback" not in result.err
+    assert not (work / "docker" / "base").exists()
